@@ -1,0 +1,1 @@
+"""Dataset service: tiny-imagenet-200 archive -> sharded TFRecords on the shared volume."""

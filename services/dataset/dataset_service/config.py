@@ -1,0 +1,35 @@
+"""The dataset service's configuration: one settings class, read from DATASET_* variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from jobkit.settings import ServiceSettings
+
+DEFAULT_PORT = 8001
+OFFICIAL_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
+OFFICIAL_MD5 = "90528d7ca1a48142e341f4ef8d21d0de"
+
+
+class Settings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="DATASET_", extra="ignore")
+
+    port: int = Field(DEFAULT_PORT, ge=1, le=65535, description="HTTP port.")
+    writer_processes: int = Field(
+        0, ge=0, description="Processes writing shards in parallel (0: one per CPU core)."
+    )
+    max_download_bytes: int = Field(2 * 1024**3, gt=0, description="Largest archive accepted.")
+    max_extract_bytes: int = Field(
+        4 * 1024**3, gt=0, description="Extraction stops past this many uncompressed bytes."
+    )
+    target_shard_bytes: int = Field(
+        64 * 1024**2, gt=0, description="Shard size aimed at when the count is not given."
+    )
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

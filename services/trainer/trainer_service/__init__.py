@@ -1,0 +1,1 @@
+"""Trainer service: trains the bottleneck ResNet from the dataset service's shards."""

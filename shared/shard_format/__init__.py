@@ -1,0 +1,15 @@
+"""The Tiny ImageNet shard format: one source of truth for both services.
+
+- :mod:`shard_format.schema`     feature keys, schema version, shard and metadata file names
+- :mod:`shard_format.metadata`   pydantic models of a prepared dataset (splits, shards, classes)
+- :mod:`shard_format.records`    ``serialize`` for writers, ``parse``/``decode`` for readers (TF)
+- :mod:`shard_format.preprocess` read-time preprocessing in pure Keras ops (runs on any backend)
+- :mod:`shard_format.pipeline`   the tf.data builder for a split
+
+Importing this package imports neither TensorFlow nor a Keras backend; ``records`` and
+``pipeline`` import TensorFlow when they are imported.
+"""
+
+from shard_format.schema import SCHEMA_VERSION
+
+__all__ = ["SCHEMA_VERSION"]
