@@ -1,0 +1,397 @@
+"""Starts, watches and stops worker processes for queued jobs (used by the server process).
+
+One background thread (not the asyncio loop) does all the work: it starts queued jobs FIFO
+while fewer than ``max_concurrent`` run, reaps workers that exited, records the end of
+workers that died without recording it, and SIGKILLs cancelled workers after the grace.
+
+Each worker runs in its own session / process group (``start_new_session=True``) so that
+cancel and shutdown signal the worker and every process it started; once a worker exits,
+whatever is left of its group is killed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psutil
+
+from jobkit.errors import JobStateConflict
+from jobkit.models import JobError, JobPublic, JobState
+from jobkit.store import JobStore, pid_alive
+
+logger = logging.getLogger("jobkit.runner")
+
+LOG_TAIL_BYTES = 64 * 1024
+_POLL_S = 0.1
+_IDLE_POLL_S = 1.0
+
+
+@dataclass
+class _Child:
+    """A worker we watch: our own child (``proc``) or one adopted from a previous server."""
+
+    job_id: str
+    pid: int
+    proc: subprocess.Popen[bytes] | None
+    started_at: float | None = None
+    kill_at: float | None = None  # monotonic deadline for SIGKILL after a cancel
+    sigkilled: bool = False
+
+    def alive(self) -> bool:
+        if self.proc is not None:
+            return self.proc.poll() is None
+        return pid_alive(self.pid, self.started_at)
+
+
+def describe_exit(returncode: int) -> str:
+    """Describe a worker's exit: 'worker killed by signal SIGKILL', 'worker exited with code 1'."""
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"worker killed by signal {name}"
+    return f"worker exited with code {returncode}"
+
+
+def group_members(pgid: int) -> list[psutil.Process]:
+    """Live (non-zombie) processes whose process group is ``pgid``."""
+    members = []
+    for proc in psutil.process_iter(["status"]):
+        try:
+            if proc.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            if os.getpgid(proc.pid) == pgid:
+                members.append(proc)
+        except (ProcessLookupError, PermissionError, psutil.Error):
+            continue
+    return members
+
+
+def signal_group(pgid: int, sig: int) -> bool:
+    """Send ``sig`` to process group ``pgid``; False if the group is gone."""
+    if pgid <= 1 or pgid == os.getpgrp():
+        raise ValueError(f"refusing to signal process group {pgid}")
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        logger.warning("no permission to signal process group %s", pgid)
+        return False
+    return True
+
+
+def kill_group(pgid: int, wait_s: float = 2.0) -> list[psutil.Process]:
+    """SIGKILL what is left of process group ``pgid`` and wait until it is gone.
+
+    Returns the processes still alive after ``wait_s`` (normally none).
+    """
+    if not signal_group(pgid, signal.SIGKILL):
+        return []
+    deadline = time.monotonic() + wait_s
+    while True:
+        left = group_members(pgid)
+        if not left or time.monotonic() >= deadline:
+            return left
+        time.sleep(0.01)
+
+
+def _epoch(value: datetime | None) -> float | None:
+    return None if value is None else value.astimezone(UTC).timestamp()
+
+
+class JobRunner:
+    """Runs queued jobs of the ``targets`` kinds in worker processes.
+
+    targets: job kind -> ``"module:function"`` (a ``fn(ctx: JobContext) -> None``).
+    log_dir: each job's stdout/stderr and log go to ``<log_dir>/<job_id>.log``.
+    env: extra environment variables for the workers (on top of this process's environment).
+
+    Lifecycle: ``start()`` at service startup, ``wake()`` after creating a job,
+    ``cancel(id)`` from the cancel route, ``stop()`` at shutdown.
+    """
+
+    def __init__(
+        self,
+        store: JobStore,
+        *,
+        targets: Mapping[str, str],
+        log_dir: Path,
+        max_concurrent: int = 1,
+        cancel_grace_s: float = 30.0,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        if max_concurrent < 1:
+            raise ValueError("max_concurrent must be at least 1")
+        self.store = store
+        self.targets = dict(targets)
+        self.log_dir = Path(log_dir)
+        self.max_concurrent = max_concurrent
+        self.cancel_grace_s = cancel_grace_s
+        self.env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
+        self._children: dict[str, _Child] = {}
+        self._lock = threading.RLock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+
+    @property
+    def kinds(self) -> frozenset[str]:
+        """The job kinds this runner starts."""
+        return frozenset(self.targets)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> list[str]:
+        """Mark orphaned running jobs interrupted, adopt live ones, start the dispatcher.
+
+        Returns the ids of the jobs marked interrupted.
+        """
+        if self._thread is not None:
+            raise RuntimeError("runner already started")
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        interrupted = self.store.mark_orphans_interrupted(self.kinds)
+        for job_id in interrupted:
+            logger.warning("job %s was running when the service stopped: interrupted", job_id)
+        with self._lock:
+            for job in self.store.list(limit=1_000_000, state=JobState.RUNNING):
+                if job.kind in self.kinds and job.pid and job.id not in self._children:
+                    # The worker outlived the previous server: watch it until it ends.
+                    logger.info("adopting running job %s (pid %s)", job.id, job.pid)
+                    self._children[job.id] = _Child(
+                        job.id, job.pid, None, started_at=_epoch(job.started_at)
+                    )
+        self._stopping = False
+        self._thread = threading.Thread(target=self._loop, name="jobkit-runner", daemon=True)
+        self._thread.start()
+        return interrupted
+
+    def wake(self) -> None:
+        """Tell the dispatcher to look at the queue now (call after creating a job)."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Shut down: stop dispatching, SIGTERM running workers, SIGKILL them after the grace.
+
+        Jobs they leave unfinished end as interrupted (or cancelled if a cancel was requested);
+        queued jobs stay queued for the next start.
+        """
+        self._stopping = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        with self._lock:
+            children = list(self._children.values())
+            for child in children:
+                if child.alive():
+                    signal_group(child.pid, signal.SIGTERM)
+            deadline = time.monotonic() + self.cancel_grace_s
+            while any(c.alive() for c in children) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            for child in children:
+                if child.alive():
+                    child.sigkilled = True
+                    signal_group(child.pid, signal.SIGKILL)
+                if child.proc is not None:
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        child.proc.wait(timeout=5)
+                self._on_exit(child)
+
+    # -- cancel / logs ---------------------------------------------------------------------
+
+    def cancel(self, job_id: str) -> JobPublic:
+        """Cancel a job and return it.
+
+        Queued: cancelled at once. Running: flagged ``cancel_requested`` and its process group
+        gets SIGTERM (SIGKILL after ``cancel_grace_s``); the job becomes cancelled when the
+        worker ends. Raises ``JobNotFound``, or ``JobStateConflict`` if it already finished.
+        """
+        with self._lock:
+            job = self.store.require(job_id)
+            if job.state.terminal:
+                raise JobStateConflict(job_id, job.state, f"job {job_id} is already {job.state}")
+            if job.state == JobState.QUEUED:
+                self.store.finish(
+                    job_id, JobState.CANCELLED, JobError(type="cancelled", message="cancelled")
+                )
+                return self.store.require(job_id)
+            self.store.request_cancel(job_id)
+            child = self._children.get(job_id)
+            if child is None:
+                started = _epoch(job.started_at)
+                if not pid_alive(job.pid, started):
+                    self.store.finish(
+                        job_id,
+                        JobState.CANCELLED,
+                        JobError(type="cancelled", message=f"worker process {job.pid} is gone"),
+                    )
+                    return self.store.require(job_id)
+                assert job.pid is not None
+                child = _Child(job_id, job.pid, None, started_at=started)
+                self._children[job_id] = child
+            if child.kill_at is None:
+                logger.info("cancelling job %s: SIGTERM to process group %s", job_id, child.pid)
+                signal_group(child.pid, signal.SIGTERM)
+                child.kill_at = time.monotonic() + self.cancel_grace_s
+            self._wake.set()
+            return self.store.require(job_id)
+
+    def log_path(self, job_id: str) -> Path:
+        """``<log_dir>/<job_id>.log``."""
+        if not job_id.isalnum():
+            raise ValueError(f"bad job id {job_id!r}")
+        return self.log_dir / f"{job_id}.log"
+
+    def log_tail(self, job_id: str, max_bytes: int = LOG_TAIL_BYTES) -> str:
+        """The last ``max_bytes`` of the job's log (starting at a line boundary); "" if none."""
+        path = self.log_path(job_id)
+        try:
+            with path.open("rb") as f:
+                size = f.seek(0, os.SEEK_END)
+                if size > max_bytes:
+                    f.seek(size - max_bytes)
+                    data = f.read()
+                    newline = data.find(b"\n")
+                    if 0 <= newline < len(data) - 1:
+                        data = data[newline + 1 :]
+                else:
+                    f.seek(0)
+                    data = f.read()
+        except FileNotFoundError:
+            return ""
+        return data.decode("utf-8", errors="replace")
+
+    def running_job_ids(self) -> list[str]:
+        """Ids of the jobs whose workers this runner watches."""
+        with self._lock:
+            return list(self._children)
+
+    # -- dispatcher thread -----------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            try:
+                with self._lock:
+                    self._reap()
+                    if not self._stopping:
+                        self._dispatch()
+            except Exception:
+                logger.exception("job runner iteration failed")
+            timeout = _POLL_S if self._children else _IDLE_POLL_S
+            self._wake.wait(timeout)
+
+    def _reap(self) -> None:
+        now = time.monotonic()
+        for child in list(self._children.values()):
+            if not child.alive():
+                self._on_exit(child)
+            elif child.kill_at is not None and now >= child.kill_at:
+                logger.warning(
+                    "job %s did not stop within %.3g s: SIGKILL", child.job_id, self.cancel_grace_s
+                )
+                child.sigkilled = True
+                child.kill_at = None
+                signal_group(child.pid, signal.SIGKILL)
+
+    def _dispatch(self) -> None:
+        while self.store.count_running(self.kinds) < self.max_concurrent:
+            job = self.store.next_queued(self.kinds)
+            if job is None:
+                return
+            self._launch(job)
+
+    def _launch(self, job: JobPublic) -> None:
+        target = self.targets[job.kind]
+        log_path = self.log_path(job.id)
+        cmd = [
+            sys.executable,
+            "-m",
+            "jobkit.worker",
+            "--db",
+            str(self.store.db_path),
+            "--job",
+            job.id,
+            "--target",
+            target,
+        ]
+        try:
+            with log_path.open("ab") as log_file:
+                stamp = datetime.now(UTC).isoformat(timespec="seconds")
+                log_file.write(f"[jobkit] {stamp} starting {job.kind} job {job.id}\n".encode())
+                log_file.flush()
+                proc = subprocess.Popen(
+                    cmd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    close_fds=True,
+                    env=self.env,
+                )
+        except OSError as exc:
+            logger.exception("could not start a worker for job %s", job.id)
+            self.store.finish(
+                job.id,
+                JobState.FAILED,
+                JobError(type="failed", message=f"could not start the worker: {exc}"),
+            )
+            return
+        self.store.mark_running(job.id, proc.pid)
+        started = self.store.get(job.id)
+        self._children[job.id] = _Child(
+            job.id, proc.pid, proc, started_at=_epoch(started.started_at) if started else None
+        )
+        logger.info("started job %s (%s) as pid %s", job.id, job.kind, proc.pid)
+
+    def _on_exit(self, child: _Child) -> None:
+        """The worker is gone: kill its leftovers and record an end if the worker did not."""
+        self._children.pop(child.job_id, None)
+        if child.proc is not None:
+            how = describe_exit(child.proc.returncode)
+            left = kill_group(child.pid)
+            if left:
+                logger.error(
+                    "job %s: processes %s survived SIGKILL", child.job_id, [p.pid for p in left]
+                )
+        else:
+            how = f"worker process {child.pid} is gone"
+        job = self.store.get(child.job_id)
+        if job is not None and not job.state.terminal:
+            if self._stopping:
+                state = JobState.INTERRUPTED
+                error = JobError(type="interrupted", message=f"service shut down; {how}")
+            elif job.cancel_requested:
+                state = JobState.CANCELLED
+                detail = how
+                if child.sigkilled:
+                    detail = (
+                        f"worker did not stop within {self.cancel_grace_s:g} s of SIGTERM and "
+                        "was killed (SIGKILL)"
+                    )
+                error = JobError(type="cancelled", message=f"cancelled; {detail}")
+            else:
+                state = JobState.FAILED
+                error = JobError(type="killed", message=how)
+            self.store.finish(child.job_id, state, error)
+            logger.warning("job %s %s: %s", child.job_id, state, error.message)
+            job = self.store.get(child.job_id)
+        self._append_log(child.job_id, f"{how}; job {job.state if job else 'gone'}")
+
+    def _append_log(self, job_id: str, line: str) -> None:
+        with contextlib.suppress(OSError), self.log_path(job_id).open("ab") as f:
+            stamp = datetime.now(UTC).isoformat(timespec="seconds")
+            f.write(f"[jobkit] {stamp} {line}\n".encode())

@@ -1,0 +1,491 @@
+"""The job database: one embedded SQLite file shared by the server and its worker processes.
+
+Every call opens its own connection (WAL mode, busy timeout), so a ``JobStore`` can be used
+from any thread and from the worker processes at the same time. Writes that check-then-act
+(create, reset_for_retry, set_metrics) run in one ``BEGIN IMMEDIATE`` transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from jobkit.errors import IdempotencyConflict, JobNotFound, JobStateConflict, ResourceBusy
+from jobkit.models import TERMINAL_STATES, JobError, JobPublic, JobState, Progress
+
+BUSY_TIMEOUT_S = 15.0
+# psutil's create_time and our clock may disagree by a few clock ticks.
+_CREATE_TIME_TOLERANCE_S = 1.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id               TEXT PRIMARY KEY,
+    kind             TEXT NOT NULL,
+    state            TEXT NOT NULL,
+    queue_seq        INTEGER NOT NULL,
+    request          TEXT NOT NULL,
+    request_hash     TEXT NOT NULL,
+    idempotency_key  TEXT UNIQUE,
+    resource_key     TEXT,
+    phase            TEXT,
+    phase_started_at REAL,
+    done             INTEGER NOT NULL DEFAULT 0,
+    total            INTEGER,
+    unit             TEXT NOT NULL DEFAULT 'items',
+    rate             REAL,
+    eta_s            REAL,
+    metrics          TEXT NOT NULL DEFAULT '{}',
+    result           TEXT,
+    error_type       TEXT,
+    error_message    TEXT,
+    pid              INTEGER,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    created_at       REAL NOT NULL,
+    started_at       REAL,
+    finished_at      REAL,
+    updated_at       REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_state_seq ON jobs (state, queue_seq);
+CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at);
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_active_resource ON jobs (resource_key)
+    WHERE resource_key IS NOT NULL AND state IN ('queued', 'running');
+"""
+
+_TERMINAL_SQL = "('succeeded', 'failed', 'cancelled', 'interrupted')"
+
+
+def request_hash(kind: str, request: dict[str, Any]) -> str:
+    """SHA-256 of the canonical JSON of (kind, request): sorted keys, no whitespace."""
+    canonical = json.dumps(
+        {"kind": kind, "request": request},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        allow_nan=False,
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def new_job_id() -> str:
+    """A short random id: the first 12 hex digits of a uuid4."""
+    return uuid.uuid4().hex[:12]
+
+
+def pid_alive(pid: int | None, started_at: float | None = None) -> bool:
+    """Whether ``pid`` is a live process that could be the worker started at ``started_at``.
+
+    A process created after the job started is a different process that reused the pid.
+    Zombies count as gone.
+    """
+    if not pid or not psutil.pid_exists(pid):
+        return False
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        if started_at is not None and proc.create_time() > started_at + _CREATE_TIME_TOLERANCE_S:
+            return False
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return False
+    except psutil.AccessDenied:
+        return True
+    return True
+
+
+def _ts(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+class JobStore:
+    """Jobs in one SQLite file.
+
+    ``kinds`` optionally scopes the store to some job kinds: ``get``/``list``/queue and orphan
+    queries then ignore other kinds, so two services may share one database file safely.
+    """
+
+    def __init__(self, db_path: Path | str, *, kinds: Iterable[str] | None = None) -> None:
+        self.db_path = Path(db_path)
+        self.kinds: frozenset[str] | None = frozenset(kinds) if kinds is not None else None
+        self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.executescript(_SCHEMA)
+
+    # -- connections -----------------------------------------------------------------------
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        conn = sqlite3.connect(
+            self.db_path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+        )
+        try:
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            yield conn
+        finally:
+            conn.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def _scope(self, kinds: Iterable[str] | None = None) -> tuple[str, list[str]]:
+        """SQL fragment (`` AND kind IN (...)``) restricting to the store scope and ``kinds``."""
+        allowed = set(self.kinds) if self.kinds is not None else None
+        if kinds is not None:
+            allowed = set(kinds) if allowed is None else allowed & set(kinds)
+        if allowed is None:
+            return "", []
+        if not allowed:
+            return " AND 0", []
+        ordered = sorted(allowed)
+        return f" AND kind IN ({','.join('?' * len(ordered))})", ordered
+
+    def _update(self, job_id: str, sets: str, params: Iterable[Any], where: str = "") -> bool:
+        now = time.time()
+        with self._connect() as conn:
+            cur = conn.execute(
+                f"UPDATE jobs SET {sets}, updated_at = ? WHERE id = ?{where}",
+                [*params, now, job_id],
+            )
+            return cur.rowcount > 0
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _to_public(self, row: sqlite3.Row, queue_position: int | None) -> JobPublic:
+        error = None
+        if row["error_type"] is not None:
+            error = JobError(type=row["error_type"], message=row["error_message"] or "")
+        total = row["total"]
+        percent = None
+        if total:
+            percent = round(100.0 * row["done"] / total, 2)
+        return JobPublic(
+            id=row["id"],
+            kind=row["kind"],
+            state=JobState(row["state"]),
+            phase=row["phase"],
+            progress=Progress(
+                done=row["done"],
+                total=total,
+                percent=percent,
+                rate=row["rate"],
+                unit=row["unit"],
+                eta_s=row["eta_s"],
+            ),
+            metrics=json.loads(row["metrics"]),
+            request=json.loads(row["request"]),
+            result=json.loads(row["result"]) if row["result"] is not None else None,
+            error=error,
+            queue_position=queue_position,
+            pid=row["pid"],
+            created_at=_ts(row["created_at"]),
+            started_at=_ts(row["started_at"]),
+            finished_at=_ts(row["finished_at"]),
+            updated_at=_ts(row["updated_at"]),
+            cancel_requested=bool(row["cancel_requested"]),
+        )
+
+    def _position(self, conn: sqlite3.Connection, row: sqlite3.Row) -> int | None:
+        if row["state"] != JobState.QUEUED:
+            return None
+        scope, params = self._scope()
+        (count,) = conn.execute(
+            f"SELECT COUNT(*) FROM jobs WHERE state = 'queued' AND queue_seq <= ?{scope}",
+            [row["queue_seq"], *params],
+        ).fetchone()
+        return int(count)
+
+    def _get(self, conn: sqlite3.Connection, job_id: str) -> JobPublic | None:
+        scope, params = self._scope()
+        row = conn.execute(f"SELECT * FROM jobs WHERE id = ?{scope}", [job_id, *params]).fetchone()
+        return None if row is None else self._to_public(row, self._position(conn, row))
+
+    def get(self, job_id: str) -> JobPublic | None:
+        """The job, or None if unknown (or outside this store's ``kinds``)."""
+        with self._connect() as conn:
+            return self._get(conn, job_id)
+
+    def require(self, job_id: str) -> JobPublic:
+        """Like ``get`` but raises ``JobNotFound``."""
+        job = self.get(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        return job
+
+    def list(
+        self, kind: str | None = None, limit: int = 100, *, state: JobState | str | None = None
+    ) -> list[JobPublic]:
+        """Jobs newest first, optionally of one ``kind`` and/or in one ``state``."""
+        scope, params = self._scope([kind] if kind is not None else None)
+        where = "1" + scope
+        if state is not None:
+            where += " AND state = ?"
+            params.append(str(JobState(state)))
+        with self._connect() as conn:
+            rows = conn.execute(
+                f"SELECT * FROM jobs WHERE {where} ORDER BY created_at DESC, rowid DESC LIMIT ?",
+                [*params, max(0, int(limit))],
+            ).fetchall()
+            qscope, qparams = self._scope()
+            queued = conn.execute(
+                f"SELECT id FROM jobs WHERE state = 'queued'{qscope} ORDER BY queue_seq", qparams
+            ).fetchall()
+        positions = {r["id"]: i for i, r in enumerate(queued, start=1)}
+        return [self._to_public(r, positions.get(r["id"])) for r in rows]
+
+    def next_queued(self, kinds: Iterable[str] | None = None) -> JobPublic | None:
+        """The oldest queued job (FIFO), optionally among ``kinds`` only."""
+        scope, params = self._scope(kinds)
+        with self._connect() as conn:
+            row = conn.execute(
+                f"SELECT * FROM jobs WHERE state = 'queued'{scope} ORDER BY queue_seq LIMIT 1",
+                params,
+            ).fetchone()
+            return None if row is None else self._to_public(row, 1)
+
+    def queue_position(self, job_id: str) -> int | None:
+        """1-based position among queued jobs, or None if the job is not queued."""
+        job = self.get(job_id)
+        return None if job is None else job.queue_position
+
+    def count_running(self, kinds: Iterable[str] | None = None) -> int:
+        """How many jobs are in state running (within scope and ``kinds``)."""
+        scope, params = self._scope(kinds)
+        with self._connect() as conn:
+            (count,) = conn.execute(
+                f"SELECT COUNT(*) FROM jobs WHERE state = 'running'{scope}", params
+            ).fetchone()
+        return int(count)
+
+    # -- creating --------------------------------------------------------------------------
+
+    def create(
+        self,
+        kind: str,
+        request: dict[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        resource_key: str | None = None,
+    ) -> JobPublic:
+        """Queue a new job, atomically.
+
+        - Same ``idempotency_key`` and same canonical request (and kind): returns the existing
+          job unchanged. Same key with a different request: raises ``IdempotencyConflict``.
+        - ``resource_key`` names what the job writes (e.g. ``"dataset:tiny"``); if a queued or
+          running job holds the same key, raises ``ResourceBusy(job_id)``.
+        """
+        if self.kinds is not None and kind not in self.kinds:
+            raise ValueError(f"kind {kind!r} is outside this store's kinds {sorted(self.kinds)}")
+        digest = request_hash(kind, request)
+        body = json.dumps(request, sort_keys=True, ensure_ascii=False, allow_nan=False)
+        with self._transaction() as conn:
+            if idempotency_key is not None:
+                row = conn.execute(
+                    "SELECT id, request_hash FROM jobs WHERE idempotency_key = ?",
+                    [idempotency_key],
+                ).fetchone()
+                if row is not None:
+                    if row["request_hash"] != digest:
+                        raise IdempotencyConflict(idempotency_key, row["id"])
+                    existing = self._get(conn, row["id"])
+                    if existing is None:  # exists but outside our kinds: a different request
+                        raise IdempotencyConflict(idempotency_key, row["id"])
+                    return existing
+            if resource_key is not None:
+                self._check_resource_free(conn, resource_key)
+            now = time.time()
+            job_id = new_job_id()
+            conn.execute(
+                "INSERT INTO jobs (id, kind, state, queue_seq, request, request_hash,"
+                " idempotency_key, resource_key, created_at, updated_at)"
+                " VALUES (?, ?, 'queued', (SELECT COALESCE(MAX(queue_seq), 0) + 1 FROM jobs),"
+                " ?, ?, ?, ?, ?, ?)",
+                [job_id, kind, body, digest, idempotency_key, resource_key, now, now],
+            )
+            job = self._get(conn, job_id)
+            assert job is not None
+            return job
+
+    @staticmethod
+    def _check_resource_free(
+        conn: sqlite3.Connection, resource_key: str, except_id: str | None = None
+    ) -> None:
+        row = conn.execute(
+            "SELECT id FROM jobs WHERE resource_key = ? AND state IN ('queued', 'running')"
+            " AND id IS NOT ? ORDER BY queue_seq LIMIT 1",
+            [resource_key, except_id],
+        ).fetchone()
+        if row is not None:
+            raise ResourceBusy(row["id"], resource_key)
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    def mark_running(self, job_id: str, pid: int) -> bool:
+        """queued -> running with the worker ``pid``. False if the job was not queued.
+
+        Both the runner (after spawning) and the worker (on start) call this; the first wins.
+        """
+        now = time.time()
+        return self._update(
+            job_id,
+            "state = 'running', pid = ?, started_at = ?, phase_started_at = ?",
+            [pid, now, now],
+            " AND state = 'queued'",
+        )
+
+    def set_phase(
+        self, job_id: str, phase: str, total: int | None = None, unit: str = "items"
+    ) -> None:
+        """Start a phase: sets the name, resets done to 0 and restarts the rate/ETA clock."""
+        self._update(
+            job_id,
+            "phase = ?, total = ?, unit = ?, done = 0, rate = NULL, eta_s = NULL,"
+            " phase_started_at = ?",
+            [phase, total, unit, time.time()],
+        )
+
+    def set_progress(self, job_id: str, done: int, total: int | None = None) -> None:
+        """Record ``done`` (and ``total`` if given); computes rate and ETA from the phase start.
+
+        Not throttled here: the worker's ``JobContext.progress`` throttles.
+        """
+        now = time.time()
+        with self._connect() as conn:
+            row = conn.execute(
+                "SELECT total, phase_started_at, started_at FROM jobs WHERE id = ?", [job_id]
+            ).fetchone()
+            if row is None:
+                return
+            total = total if total is not None else row["total"]
+            since = row["phase_started_at"] or row["started_at"] or now
+            elapsed = now - since
+            rate = done / elapsed if elapsed > 1e-3 and done > 0 else None
+            eta = None
+            if total is not None and rate:
+                eta = max(0.0, (total - done) / rate)
+            elif total is not None and done >= total:
+                eta = 0.0
+            conn.execute(
+                "UPDATE jobs SET done = ?, total = ?, rate = ?, eta_s = ?, updated_at = ?,"
+                " phase_started_at = COALESCE(phase_started_at, ?) WHERE id = ?",
+                [done, total, rate, eta, now, since, job_id],
+            )
+
+    def set_metrics(self, job_id: str, metrics: dict[str, Any]) -> None:
+        """Merge ``metrics`` into the job's latest metrics (given keys overwrite)."""
+        with self._transaction() as conn:
+            row = conn.execute("SELECT metrics FROM jobs WHERE id = ?", [job_id]).fetchone()
+            if row is None:
+                return
+            merged = {**json.loads(row["metrics"]), **metrics}
+            conn.execute(
+                "UPDATE jobs SET metrics = ?, updated_at = ? WHERE id = ?",
+                [json.dumps(merged, ensure_ascii=False), time.time(), job_id],
+            )
+
+    def set_result(self, job_id: str, result: dict[str, Any]) -> None:
+        """Set (replace) what the job produced."""
+        self._update(job_id, "result = ?", [json.dumps(result, ensure_ascii=False)])
+
+    def finish(self, job_id: str, state: JobState | str, error: JobError | None = None) -> bool:
+        """Move a job to a terminal ``state``. No-op (returns False) if it is already terminal."""
+        state = JobState(state)
+        if not state.terminal:
+            raise ValueError(f"finish() needs a terminal state, not {state}")
+        return self._update(
+            job_id,
+            "state = ?, error_type = ?, error_message = ?, finished_at = ?",
+            [
+                str(state),
+                error.type if error else None,
+                error.message if error else None,
+                time.time(),
+            ],
+            f" AND state NOT IN {_TERMINAL_SQL}",
+        )
+
+    def request_cancel(self, job_id: str) -> bool:
+        """Flag the job as cancel-requested. False if it is unknown or already terminal."""
+        return self._update(
+            job_id, "cancel_requested = 1", [], f" AND state NOT IN {_TERMINAL_SQL}"
+        )
+
+    def mark_orphans_interrupted(self, kinds: Iterable[str] | None = None) -> list[str]:
+        """Mark running jobs whose worker process is gone as ``interrupted``; returns their ids.
+
+        A pid that exists but belongs to a process created after the job started (pid reuse)
+        counts as gone.
+        """
+        scope, params = self._scope(kinds)
+        with self._connect() as conn:
+            rows = conn.execute(
+                f"SELECT id, pid, started_at FROM jobs WHERE state = 'running'{scope}", params
+            ).fetchall()
+        gone: list[str] = []
+        for row in rows:
+            if pid_alive(row["pid"], row["started_at"]):
+                continue
+            error = JobError(
+                type="interrupted",
+                message=f"worker process {row['pid']} is gone (service restarted?)",
+            )
+            if self.finish(row["id"], JobState.INTERRUPTED, error):
+                gone.append(row["id"])
+        return gone
+
+    def reset_for_retry(self, job_id: str) -> JobPublic:
+        """Put an interrupted/failed/cancelled job back at the end of the queue (same id and
+        request) so it can resume. Clears error, result, pid, timestamps and progress; keeps
+        metrics. Raises ``JobNotFound``, ``JobStateConflict`` or ``ResourceBusy``.
+        """
+        retryable = (JobState.INTERRUPTED, JobState.FAILED, JobState.CANCELLED)
+        with self._transaction() as conn:
+            job = self._get(conn, job_id)
+            if job is None:
+                raise JobNotFound(job_id)
+            if job.state not in retryable:
+                raise JobStateConflict(
+                    job_id,
+                    job.state,
+                    f"job {job_id} is {job.state}; only a job that is "
+                    "interrupted, failed or cancelled can be retried",
+                )
+            (resource_key,) = conn.execute(
+                "SELECT resource_key FROM jobs WHERE id = ?", [job_id]
+            ).fetchone()
+            if resource_key is not None:
+                self._check_resource_free(conn, resource_key, except_id=job_id)
+            conn.execute(
+                "UPDATE jobs SET state = 'queued',"
+                " queue_seq = (SELECT COALESCE(MAX(queue_seq), 0) + 1 FROM jobs),"
+                " error_type = NULL, error_message = NULL, result = NULL, pid = NULL,"
+                " cancel_requested = 0, started_at = NULL, finished_at = NULL,"
+                " phase = NULL, phase_started_at = NULL, done = 0, total = NULL,"
+                " rate = NULL, eta_s = NULL, updated_at = ? WHERE id = ?",
+                [time.time(), job_id],
+            )
+            job = self._get(conn, job_id)
+            assert job is not None
+            return job
+
+
+__all__ = ["TERMINAL_STATES", "JobStore", "new_job_id", "pid_alive", "request_hash"]

@@ -1,0 +1,273 @@
+"""What runs inside a job's worker process.
+
+The runner starts ``python -m jobkit.worker --db DB --job ID --target module:function``. The
+worker installs a SIGTERM handler (which only sets ``JobContext.should_stop``), calls
+``function(ctx)`` and records the final state itself:
+
+- returns normally                       -> succeeded
+- ``JobCancelled``, or returns after a stop request -> cancelled (interrupted if the SIGTERM
+  came from a service shutdown rather than a cancel request)
+- ``JobFailed(message, type)``            -> failed with that type and message
+- ``MemoryError``, ``*ResourceExhausted*`` or "out of memory"/"OOM" in the message
+                                         -> failed, type "out_of_memory"
+- any other exception                    -> failed, type "failed", "Class: message"; the
+                                            traceback goes to the job log
+
+Exit status: 0 succeeded, 1 failed, 2 bad arguments or unknown job, 3 cancelled/interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import re
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from jobkit.errors import JobCancelled, JobFailed
+from jobkit.models import JobError, JobState
+from jobkit.store import JobStore
+
+PROGRESS_INTERVAL_S = 0.5
+EXIT_CODES = {
+    JobState.SUCCEEDED: 0,
+    JobState.FAILED: 1,
+    JobState.CANCELLED: 3,
+    JobState.INTERRUPTED: 3,
+}
+_OOM_MESSAGE = re.compile(r"out of memory|\bOOM\b", re.IGNORECASE)
+
+JobFunction = Callable[["JobContext"], None]
+
+
+class JobContext:
+    """Handed to the job function: the request, progress/metrics/result reporting, stop flag.
+
+    Progress and metrics writes are throttled to one every ``PROGRESS_INTERVAL_S``; the last
+    value is always written (on a phase change, a result, and when the job ends).
+    """
+
+    def __init__(
+        self,
+        store: JobStore,
+        job_id: str,
+        request: dict[str, Any],
+        state_dir: Path,
+        log: logging.Logger,
+        *,
+        stop_event: threading.Event | None = None,
+        interval_s: float = PROGRESS_INTERVAL_S,
+    ) -> None:
+        self.job_id = job_id
+        self.request = request
+        self.state_dir = Path(state_dir)
+        self.log = log
+        self._store = store
+        self._stop = stop_event or threading.Event()
+        self._interval = interval_s
+        self._last_write = 0.0
+        self._pending_progress: tuple[int, int | None] | None = None
+        self._pending_metrics: dict[str, Any] = {}
+        self._total: int | None = None
+
+    # -- reporting -------------------------------------------------------------------------
+
+    def phase(self, name: str, total: int | None = None, unit: str = "items") -> None:
+        """Start a named phase (e.g. "download", "write", "epoch 3"); resets progress to 0."""
+        self.flush()
+        self._total = total
+        self._store.set_phase(self.job_id, name, total, unit)
+        self.log.info("phase %s%s", name, f" ({total} {unit})" if total is not None else "")
+
+    def progress(self, done: int, total: int | None = None) -> None:
+        """Report ``done`` items of the phase (throttled; the final ``done == total`` is kept)."""
+        if total is not None:
+            self._total = total
+        self._pending_progress = (done, total)
+        final = self._total is not None and done >= self._total
+        self._maybe_write(force=final)
+
+    def metrics(self, values: dict[str, Any]) -> None:
+        """Merge free-form metrics (e.g. ``{"epoch": 3, "loss": 0.41}``), throttled."""
+        self._pending_metrics.update(values)
+        self._maybe_write()
+
+    def result(self, values: dict[str, Any]) -> None:
+        """Record what the job produced (written at once)."""
+        self.flush()
+        self._store.set_result(self.job_id, values)
+
+    def flush(self) -> None:
+        """Write pending progress and metrics now."""
+        if self._pending_progress is not None:
+            done, total = self._pending_progress
+            self._pending_progress = None
+            self._store.set_progress(self.job_id, done, total)
+        if self._pending_metrics:
+            metrics, self._pending_metrics = self._pending_metrics, {}
+            self._store.set_metrics(self.job_id, metrics)
+        self._last_write = time.monotonic()
+
+    def _maybe_write(self, force: bool = False) -> None:
+        if force or time.monotonic() - self._last_write >= self._interval:
+            self.flush()
+
+    # -- stopping --------------------------------------------------------------------------
+
+    @property
+    def should_stop(self) -> bool:
+        """True once the worker got SIGTERM (cancel or shutdown). Stop soon, then return or
+        raise ``JobCancelled`` (the runner SIGKILLs after the grace period)."""
+        return self._stop.is_set()
+
+    def check_stop(self) -> None:
+        """Raise ``JobCancelled`` if a stop was requested."""
+        if self._stop.is_set():
+            raise JobCancelled("stop requested")
+
+    def request_stop(self) -> None:
+        """Set the stop flag (what the SIGTERM handler does)."""
+        self._stop.set()
+
+
+def load_target(target: str) -> JobFunction:
+    """Import ``"package.module:function"``."""
+    module_name, sep, attr = target.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"target must look like 'module:function', got {target!r}")
+    obj: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise TypeError(f"target {target!r} is not callable")
+    return obj
+
+
+def classify_exception(exc: BaseException) -> JobError:
+    """The ``JobError`` recorded for an exception a job function raised."""
+    if isinstance(exc, JobFailed):
+        return JobError(type=exc.type, message=exc.message)
+    name = type(exc).__name__
+    text = str(exc)
+    message = f"{name}: {text}" if text else name
+    if isinstance(exc, MemoryError) or "ResourceExhausted" in name or _OOM_MESSAGE.search(text):
+        return JobError(type="out_of_memory", message=message)
+    return JobError(type="failed", message=message)
+
+
+def _stopped_error(store: JobStore, job_id: str, reason: str) -> tuple[JobState, JobError]:
+    job = store.get(job_id)
+    if job is None or job.cancel_requested:
+        return JobState.CANCELLED, JobError(type="cancelled", message=f"cancelled ({reason})")
+    return JobState.INTERRUPTED, JobError(
+        type="interrupted", message=f"interrupted by SIGTERM (service shutdown?) ({reason})"
+    )
+
+
+def execute(
+    store: JobStore,
+    job_id: str,
+    fn: JobFunction | str,
+    *,
+    state_dir: Path | None = None,
+    stop_event: threading.Event | None = None,
+    log: logging.Logger | None = None,
+) -> JobState:
+    """Run ``fn`` for the job and record its final state; returns that state.
+
+    Installs no signal handlers (``main`` does), so tests can call it in-process. A job that
+    is already terminal is not run (its state is returned).
+    """
+    log = log or logging.getLogger(f"jobkit.job.{job_id}")
+    job = store.get(job_id)
+    if job is None:
+        raise LookupError(f"no job {job_id}")
+    if job.state.terminal:
+        log.warning("job %s is already %s; not running it", job_id, job.state)
+        return job.state
+    store.mark_running(job_id, os.getpid())
+    stop_event = stop_event or threading.Event()
+    if job.cancel_requested:
+        stop_event.set()
+    ctx = JobContext(
+        store,
+        job_id,
+        job.request,
+        state_dir if state_dir is not None else store.db_path.parent,
+        log,
+        stop_event=stop_event,
+    )
+    state, error = JobState.SUCCEEDED, None
+    try:
+        if isinstance(fn, str):
+            fn = load_target(fn)
+        fn(ctx)
+        if ctx.should_stop:
+            state, error = _stopped_error(store, job_id, "stopped on request")
+    except JobCancelled as exc:
+        state, error = _stopped_error(store, job_id, str(exc) or "JobCancelled")
+    except JobFailed as exc:
+        state, error = JobState.FAILED, classify_exception(exc)
+        log.error("job failed (%s): %s", exc.type, exc.message)
+    except (Exception, KeyboardInterrupt) as exc:
+        state, error = JobState.FAILED, classify_exception(exc)
+        log.exception("job failed: %s", error.message)
+    finally:
+        try:
+            ctx.flush()
+        except Exception:
+            log.exception("could not write the last progress")
+    store.finish(job_id, state, error)
+    log.info("job %s %s%s", job_id, state, f": {error.message}" if error else "")
+    return state
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m jobkit.worker``."""
+    parser = argparse.ArgumentParser(prog="python -m jobkit.worker", description=__doc__)
+    parser.add_argument("--db", required=True, type=Path, help="job database (SQLite file)")
+    parser.add_argument("--job", required=True, help="job id")
+    parser.add_argument("--target", required=True, help="job function, 'module:function'")
+    parser.add_argument("--state-dir", type=Path, default=None, help="default: the db's folder")
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    stop_event = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop_event.set())
+    store = JobStore(args.db)
+    try:
+        state = execute(
+            store, args.job, args.target, state_dir=args.state_dir, stop_event=stop_event
+        )
+    except LookupError as exc:
+        logging.getLogger("jobkit.worker").error("%s", exc)
+        return 2
+    return EXIT_CODES[state]
+
+
+__all__ = [
+    "JobCancelled",
+    "JobContext",
+    "JobFailed",
+    "classify_exception",
+    "execute",
+    "load_target",
+    "main",
+]
+
+if __name__ == "__main__":
+    # Run the canonical module (not this __main__ copy) so JobContext is jobkit.worker.JobContext.
+    from jobkit.worker import main as _main
+
+    sys.exit(_main())

@@ -1,0 +1,101 @@
+"""Job functions the jobkit tests run in worker processes (imported via PYTHONPATH)."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from jobkit.worker import JobCancelled, JobContext, JobFailed
+
+
+def _ready(ctx: JobContext, **extra: object) -> None:
+    """Tell the test the job is past its setup (SIGTERM handler in place, children started)."""
+    ctx.metrics({"ready": True, **extra})
+    ctx.flush()
+
+
+def succeed(ctx: JobContext) -> None:
+    count = int(ctx.request.get("count", 10))
+    ctx.phase("count", total=count, unit="images")
+    for i in range(1, count + 1):
+        ctx.progress(i)
+    ctx.metrics({"epoch": 1, "loss": 0.5})
+    ctx.log.info("counted %d images", count)
+    print("hello from stdout", flush=True)
+    ctx.result({"count": count})
+
+
+def fail_readable(ctx: JobContext) -> None:
+    raise JobFailed("dataset 'tiny' has no images", type="invalid_input")
+
+
+def out_of_memory(ctx: JobContext) -> None:
+    raise MemoryError()
+
+
+class ResourceExhaustedError(Exception):
+    """Named like TensorFlow's OOM error."""
+
+
+def resource_exhausted(ctx: JobContext) -> None:
+    raise ResourceExhaustedError("OOM when allocating tensor with shape [4096, 4096]")
+
+
+def crash(ctx: JobContext) -> None:
+    raise ValueError("boom")
+
+
+def sigkill_self(ctx: JobContext) -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def exit_7(ctx: JobContext) -> None:
+    os._exit(7)
+
+
+def spawn_child(ctx: JobContext) -> None:
+    """Start `sleep 60` and wait; stops (cancelled) when asked."""
+    child = subprocess.Popen(["sleep", "60"])
+    _ready(ctx, child_pid=child.pid)
+    while True:
+        ctx.check_stop()
+        time.sleep(0.02)
+
+
+def spawn_stubborn_child(ctx: JobContext) -> None:
+    """Start a child that ignores SIGTERM, then stop (cancelled) leaving it behind."""
+    code = (
+        "import signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN);"
+        "print('ready', flush=True); time.sleep(60)"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+    _ready(ctx, child_pid=child.pid)
+    while not ctx.should_stop:
+        time.sleep(0.02)
+    raise JobCancelled("left a child behind")
+
+
+def ignore_sigterm(ctx: JobContext) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _ready(ctx)
+    while True:
+        time.sleep(0.02)
+
+
+def graceful(ctx: JobContext) -> None:
+    """On stop: write a 'checkpoint' file named by the request, then raise JobCancelled."""
+    _ready(ctx)
+    while not ctx.should_stop:
+        time.sleep(0.02)
+    Path(ctx.request["checkpoint"]).write_text("saved")
+    raise JobCancelled("stopped after saving a checkpoint")
+
+
+def wait_for_stop(ctx: JobContext) -> None:
+    """Runs until stopped, then returns normally."""
+    _ready(ctx)
+    while not ctx.should_stop:
+        time.sleep(0.02)
