@@ -44,7 +44,9 @@ def serialize(image_jpeg: bytes, label: int, wnid: str, file_name: str) -> bytes
             }
         )
     )
-    return example.SerializeToString()
+    # Deterministic map order: the same record is the same bytes in every process, so shards
+    # written in parallel or re-written after a crash are byte-identical.
+    return example.SerializeToString(deterministic=True)
 
 
 def parse(serialized: tf.Tensor) -> dict[str, tf.Tensor]:

@@ -64,3 +64,20 @@ def test_grayscale_jpeg_decodes_to_three_channels():
     Image.new("L", (64, 64), 128).save(buf, format="JPEG")
     features = decode(tf.constant(serialize(buf.getvalue(), 1, "n1", "gray.JPEG")))
     assert features[IMAGE].shape == (64, 64, 3)
+
+
+def test_serialize_is_byte_identical_across_processes(toy_records):
+    """Map order must not depend on the process: parallel writers give identical shards."""
+    import subprocess
+    import sys
+
+    jpeg, label, wnid, name = toy_records[0]
+    code = (
+        "import sys; from shard_format.records import serialize; "
+        f"sys.stdout.buffer.write(serialize({jpeg!r}, {label}, {wnid!r}, {name!r}))"
+    )
+    outputs = {
+        subprocess.run([sys.executable, "-c", code], capture_output=True, check=True).stdout
+        for _ in range(3)
+    }
+    assert outputs == {serialize(jpeg, label, wnid, name)}

@@ -1,0 +1,39 @@
+"""``GET /v1/datasets`` and ``GET /v1/datasets/{name}``: prepared (ready) datasets."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path
+
+from dataset_service.api.deps import SettingsDep
+from dataset_service.datasets import get_dataset, list_datasets
+from dataset_service.models import NAME_PATTERN, DatasetDetail, DatasetList
+from jobkit.problems import PROBLEM_JSON, ProblemError, problem_type
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+Name = Annotated[str, Path(pattern=NAME_PATTERN)]
+
+
+@router.get("", response_model=DatasetList, summary="Prepared datasets and their split counts")
+def read_datasets(settings: SettingsDep) -> DatasetList:
+    return DatasetList(items=list_datasets(settings.data_root))
+
+
+@router.get(
+    "/{name}",
+    response_model=DatasetDetail,
+    responses={404: {"content": {PROBLEM_JSON: {}}, "description": "Not prepared (or not yet)"}},
+    summary="One prepared dataset with its metadata",
+)
+def read_dataset(name: Name, settings: SettingsDep) -> DatasetDetail:
+    found = get_dataset(settings.data_root, name)
+    if found is None:
+        raise ProblemError(
+            404,
+            "Dataset not found",
+            f"No prepared dataset named {name!r} (absent, or still being written)",
+            type_=problem_type("dataset-not-found"),
+            name=name,
+        )
+    return found

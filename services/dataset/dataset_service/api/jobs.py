@@ -1,0 +1,77 @@
+"""``POST /v1/jobs`` starts a prepare job; jobkit's router serves the rest of ``/v1/jobs``."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from dataset_service.api.deps import RunnerDep, SettingsDep, StoreDep, get_runner, get_store
+from dataset_service.errors import PathOutsideDataRoot
+from dataset_service.models import PrepareRequest
+from dataset_service.paths import resolve_inside
+from dataset_service.prepare import JOB_KIND
+from jobkit.api import IdempotencyKey, accepted, create_job, make_jobs_router
+from jobkit.models import JobPublic
+from jobkit.problems import PROBLEM_JSON, ProblemError, problem_type
+
+RESOURCE = "jobs"
+_PROBLEM = {"content": {PROBLEM_JSON: {}}, "description": "Problem details (RFC 9457)"}
+
+router = APIRouter(prefix=f"/v1/{RESOURCE}", tags=[RESOURCE])
+jobkit_router = make_jobs_router(RESOURCE, get_store, get_runner)
+
+
+def resource_key(name: str) -> str:
+    """What a prepare job writes: at most one queued or running job per dataset name."""
+    return f"dataset:{name}"
+
+
+def _invalid_field(field: str, message: str) -> ProblemError:
+    return ProblemError(
+        422,
+        "Invalid request",
+        f"1 invalid field: {field}: {message}",
+        type_=problem_type("validation-error"),
+        errors=[{"field": field, "message": message}],
+    )
+
+
+def check_source_path(body: PrepareRequest, settings: SettingsDep) -> None:
+    """A zip or folder source must name an existing path inside the data root (else 422)."""
+    source = body.source
+    if source.kind not in ("zip", "folder"):
+        return
+    field = "body.source.path"
+    try:
+        path = resolve_inside(settings.data_root, source.path)
+    except PathOutsideDataRoot as exc:
+        raise _invalid_field(field, exc.message) from exc
+    if source.kind == "zip" and not path.is_file():
+        raise _invalid_field(field, f"no zip file at {source.path!r} under the data root")
+    if source.kind == "folder" and not path.is_dir():
+        raise _invalid_field(field, f"no folder at {source.path!r} under the data root")
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=JobPublic,
+    responses={409: _PROBLEM, 422: _PROBLEM},
+    summary="Start a prepare job (202, Location of the job)",
+)
+def start_prepare(
+    body: PrepareRequest,
+    settings: SettingsDep,
+    store: StoreDep,
+    runner: RunnerDep,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    """Queue a job turning ``body.source`` into ``datasets/<name>/``.
+
+    Same ``Idempotency-Key`` and body: the same job. A prepare of a dataset that another job
+    is already writing: 409 naming that job. To resume an interrupted or failed prepare, post
+    the same request again (without reusing the old key): complete shards are kept.
+    """
+    check_source_path(body, settings)
+    job = create_job(store, runner, JOB_KIND, body, idempotency_key, resource_key(body.name))
+    return accepted(job, f"/v1/{RESOURCE}/{job.id}")

@@ -1,0 +1,117 @@
+"""Request and response models of the dataset service.
+
+A prepare request names the dataset and where its images come from; the job stores the
+request as JSON (``model_dump(mode="json")``), so the worker process rebuilds it exactly.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+
+from dataset_service.config import OFFICIAL_MD5, OFFICIAL_URL
+from dataset_service.synthetic import MAX_CLASSES
+from shard_format.metadata import DatasetMetadata
+from shard_format.schema import SPLITS
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+MD5_PATTERN = r"^[0-9a-f]{32}$"
+DEFAULT_NAME = "tiny-imagenet-200"
+
+Split = Literal[SPLITS]  # type: ignore[valid-type]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class UrlSource(_Strict):
+    """Download the archive over HTTP(S), streaming to disk, then check its MD5."""
+
+    kind: Literal["url"] = "url"
+    url: HttpUrl = Field(HttpUrl(OFFICIAL_URL), description="Where the zip is served.")
+    md5: str | None = Field(
+        OFFICIAL_MD5,
+        pattern=MD5_PATTERN,
+        description="Expected MD5 of the zip (the official one by default); null skips the check.",
+    )
+
+
+class ZipSource(_Strict):
+    """A zip already on the volume."""
+
+    kind: Literal["zip"]
+    path: str = Field(..., min_length=1, description="Path of the zip, relative to the data root.")
+    md5: str | None = Field(None, pattern=MD5_PATTERN, description="Expected MD5, if known.")
+
+
+class FolderSource(_Strict):
+    """An extracted tiny-imagenet-200 folder on the volume (its val images get reorganized)."""
+
+    kind: Literal["folder"]
+    path: str = Field(
+        ..., min_length=1, description="Folder holding wnids.txt, relative to the data root."
+    )
+
+
+class SyntheticSource(_Strict):
+    """Generate a synthetic tree in the archive's layout (demos and tests)."""
+
+    kind: Literal["synthetic"]
+    classes: int = Field(200, ge=1, le=MAX_CLASSES)
+    train_per_class: int = Field(500, ge=1, le=10_000)
+    val_per_class: int = Field(50, ge=1, le=10_000)
+    test_images: int = Field(10_000, ge=1, le=1_000_000)
+    seed: int = Field(0, ge=0)
+
+
+Source = Annotated[
+    UrlSource | ZipSource | FolderSource | SyntheticSource, Field(discriminator="kind")
+]
+
+
+class PrepareRequest(_Strict):
+    """Body of ``POST /v1/jobs``: turn a tiny-imagenet-200 source into sharded TFRecords."""
+
+    name: str = Field(
+        DEFAULT_NAME, pattern=NAME_PATTERN, description="Dataset name: datasets/<name>/."
+    )
+    source: Source = Field(default_factory=UrlSource)
+    shards: dict[Split, Annotated[int, Field(ge=1, le=100_000)]] | None = Field(
+        None,
+        description="Shards per split; splits left out get a count derived from their size.",
+    )
+    shuffle_seed: int = Field(0, ge=0, description="Seed of the file-list shuffle.")
+    skip_bad_images: bool = Field(
+        False, description="Leave undecodable images out (and report them) instead of failing."
+    )
+
+
+# ---------------------------------------------------------------------------- responses
+
+
+class SplitSummary(BaseModel):
+    num_records: int
+    num_shards: int
+    num_bytes: int
+
+
+class DatasetSummary(BaseModel):
+    """A prepared (complete) dataset."""
+
+    name: str
+    path: str = Field(..., description="Folder of the dataset, relative to the data root.")
+    num_classes: int
+    splits: dict[str, SplitSummary]
+    source_kind: str
+    created_at: datetime
+
+
+class DatasetDetail(DatasetSummary):
+    metadata: DatasetMetadata
+
+
+class DatasetList(BaseModel):
+    items: list[DatasetSummary]

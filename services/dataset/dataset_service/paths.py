@@ -1,0 +1,79 @@
+"""Where things live on the shared volume, and the check that client paths stay inside it.
+
+<data_root>/
+  raw/downloads/<file>          archives fetched by URL
+  raw/extracted/<name>/         extracted or generated trees (one per dataset name)
+  datasets/<name>/              shards and metadata (shard_format.schema.dataset_dir)
+  state/                        job database, job logs, locks (settings.state_dir)
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from dataset_service.errors import PathOutsideDataRoot
+
+RAW_DIR = "raw"
+DOWNLOADS_DIR = "downloads"
+EXTRACTED_DIR = "extracted"
+LOCKS_DIR = "locks"
+
+_UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def raw_root(data_root: Path) -> Path:
+    return Path(data_root) / RAW_DIR
+
+
+def downloads_dir(data_root: Path) -> Path:
+    return raw_root(data_root) / DOWNLOADS_DIR
+
+
+def extracted_root(data_root: Path) -> Path:
+    return raw_root(data_root) / EXTRACTED_DIR
+
+
+def extracted_dir(data_root: Path, name: str) -> Path:
+    """The extracted (or generated) source tree of dataset ``name``."""
+    return extracted_root(data_root) / name
+
+
+def locks_dir(state_dir: Path) -> Path:
+    return Path(state_dir) / LOCKS_DIR
+
+
+def download_file_name(url: str) -> str:
+    """A safe local file name for ``url``: its last path segment, odd characters replaced."""
+    last = unquote(urlparse(url).path.rsplit("/", 1)[-1])
+    safe = _UNSAFE_CHARS.sub("_", last).lstrip(".")
+    return safe or "download"
+
+
+def resolve_inside(data_root: Path, client_path: str | Path) -> Path:
+    """Resolve a path a client named (relative to the data root, or absolute) to a real path.
+
+    Symlinks are followed; the result must lie inside the (resolved) data root, otherwise
+    :class:`PathOutsideDataRoot` is raised. The path need not exist.
+    """
+    root = Path(data_root).resolve()
+    text = str(client_path)
+    if not text or "\x00" in text:
+        raise PathOutsideDataRoot(f"path {text!r} is empty or invalid")
+    given = Path(text)
+    candidate = given if given.is_absolute() else root / given
+    resolved = candidate.resolve()
+    if not resolved.is_relative_to(root):
+        raise PathOutsideDataRoot(
+            f"path {text!r} resolves to {resolved}, outside the data root {root}"
+        )
+    return resolved
+
+
+def relative_to_root(data_root: Path, path: Path) -> str:
+    """``path`` as a string relative to the data root (for messages and results)."""
+    for root in (Path(data_root), Path(data_root).resolve()):
+        if Path(path).is_relative_to(root):
+            return str(Path(path).relative_to(root))
+    return str(path)

@@ -1,0 +1,266 @@
+"""The prepare pipeline: source -> validate -> reorganize -> write shards -> metadata.
+
+:func:`prepare` is a plain function (scripts, tests); :func:`run_prepare` is the job function
+the jobkit worker process calls with its ``JobContext``. Phases, in order: ``download`` and
+``extract`` (url), ``extract`` (zip), ``generate`` (synthetic), then ``validate``,
+``reorganize``, ``write`` and ``metadata``.
+
+Readiness: a dataset is ready when ``datasets/<name>/shard_format.json`` exists. Just before
+the first shard is written, that file and the TFDS metadata are deleted, and they are written
+again only after every shard is complete (TFDS first, ``shard_format.json`` last, atomically).
+A prepare that fails before the write phase leaves an existing dataset untouched and ready.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from dataset_service.config import Settings, get_settings
+from dataset_service.errors import PrepareError
+from dataset_service.layout import Layout, validate
+from dataset_service.layout_names import IMAGES_DIR, TEST_DIR, TRAIN_DIR
+from dataset_service.models import PrepareRequest
+from dataset_service.paths import locks_dir, relative_to_root
+from dataset_service.reorganize import reorganize, val_image_path
+from dataset_service.reporting import LogReporter, Reporter
+from dataset_service.source import obtain_tree
+from dataset_service.tfds_meta import remove_tfds_metadata, write_tfds_metadata
+from dataset_service.writer import (
+    Item,
+    ShardResult,
+    ShardTask,
+    default_processes,
+    plan_split,
+    shard_count_for,
+    write_shards,
+)
+from shard_format.metadata import (
+    ClassInfo,
+    DatasetMetadata,
+    Provenance,
+    ShardInfo,
+    SplitInfo,
+    write_metadata,
+)
+from shard_format.schema import (
+    LABELED_SPLITS,
+    METADATA_FILE,
+    TEST,
+    TRAIN,
+    UNLABELED,
+    VAL,
+    dataset_dir,
+)
+
+JOB_KIND = "prepare"
+
+
+# ---------------------------------------------------------------------------- items
+
+
+def _item(root: Path, rel: str, label: int, wnid: str, file_name: str) -> Item:
+    st = os.stat(root / rel)
+    return Item(rel, label, wnid, file_name, st.st_size, st.st_mtime_ns)
+
+
+def split_items(layout: Layout) -> dict[str, list[Item]]:
+    """Every image of a reorganized tree, per split, with its label (test: UNLABELED)."""
+    root = layout.root
+    index = layout.class_index()
+    train = [
+        _item(root, f"{TRAIN_DIR}/{wnid}/{IMAGES_DIR}/{f}", index[wnid], wnid, f)
+        for wnid in layout.wnids
+        for f in layout.train[wnid]
+    ]
+    val = [
+        _item(
+            root,
+            val_image_path(Path(), a.wnid, a.file_name).as_posix(),
+            index[a.wnid],
+            a.wnid,
+            a.file_name,
+        )
+        for a in layout.val
+    ]
+    test = [_item(root, f"{TEST_DIR}/{IMAGES_DIR}/{f}", UNLABELED, "", f) for f in layout.test]
+    items = {TRAIN: train, VAL: val, TEST: test}
+    return {split: found for split, found in items.items() if found}
+
+
+def plan(request: PrepareRequest, layout: Layout, settings: Settings) -> dict[str, list[ShardTask]]:
+    """Shard tasks per split: given counts, or derived from the split's bytes."""
+    planned: dict[str, list[ShardTask]] = {}
+    given = request.shards or {}
+    for split, items in split_items(layout).items():
+        count = given.get(split) or shard_count_for(
+            sum(i.size for i in items), settings.target_shard_bytes, len(items)
+        )
+        planned[split] = plan_split(
+            request.name,
+            split,
+            items,
+            root=layout.root,
+            num_shards=count,
+            seed=request.shuffle_seed,
+            skip_bad=request.skip_bad_images,
+        )
+    return planned
+
+
+# ---------------------------------------------------------------------------- readiness
+
+
+def unmark_ready(out: Path) -> None:
+    """Delete the metadata that makes a dataset folder look complete."""
+    (out / METADATA_FILE).unlink(missing_ok=True)
+    remove_tfds_metadata(out)
+
+
+@contextmanager
+def dataset_lock(settings: Settings, name: str) -> Iterator[None]:
+    """One prepare per dataset name on this volume (released by the OS if the process dies)."""
+    folder = locks_dir(settings.state_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"dataset-{name}.lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise PrepareError(f"another prepare of dataset {name!r} is running") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+# ---------------------------------------------------------------------------- metadata
+
+
+def build_metadata(
+    request: PrepareRequest,
+    layout: Layout,
+    results: dict[str, list[ShardResult]],
+    provenance: dict[str, Any],
+) -> DatasetMetadata:
+    splits = {
+        split: SplitInfo(
+            name=split,
+            labeled=split in LABELED_SPLITS,
+            num_records=sum(r.num_records for r in shard_results),
+            shards=[
+                ShardInfo(
+                    file_name=r.file_name,
+                    num_records=r.num_records,
+                    num_bytes=r.num_bytes,
+                    sha256=r.sha256,
+                )
+                for r in shard_results
+            ],
+        )
+        for split, shard_results in results.items()
+    }
+    every = [r for shard_results in results.values() for r in shard_results]
+    return DatasetMetadata(
+        name=request.name,
+        classes=[
+            ClassInfo(index=i, wnid=w, words=layout.words[w]) for i, w in enumerate(layout.wnids)
+        ],
+        splits=splits,
+        provenance=Provenance(
+            source_kind=request.source.kind,
+            source=provenance["source"],
+            md5=provenance["md5"],
+            shuffle_seed=request.shuffle_seed,
+            re_encoded=sorted(p for r in every for p in r.re_encoded),
+            skipped=sorted(p for r in every for p in r.skipped),
+        ),
+    )
+
+
+# ---------------------------------------------------------------------------- pipeline
+
+
+def prepare(
+    request: PrepareRequest, settings: Settings, reporter: Reporter | None = None
+) -> DatasetMetadata:
+    """Run the whole pipeline for ``request`` and return the written metadata.
+
+    Raises :class:`~dataset_service.errors.PrepareError` subclasses for bad input (messages
+    name the file, line or path at fault). Re-running after a crash keeps verified shards.
+    """
+    rep: Reporter = reporter or LogReporter()
+    with dataset_lock(settings, request.name):
+        tree, provenance = obtain_tree(request.source, request.name, settings, rep)
+
+        rep.phase("validate")
+        layout = validate(tree)
+
+        rep.phase("reorganize", total=len(layout.val), unit="images")
+        report = reorganize(layout, progress=rep.progress, check_stop=rep.check_stop)
+        rep.log.info(
+            "val images: %d moved, %d already in place", report.moved, report.already_in_place
+        )
+
+        tasks = plan(request, layout, settings)
+        out = dataset_dir(settings.data_root, request.name)
+        out.mkdir(parents=True, exist_ok=True)
+        unmark_ready(out)
+
+        every = [t for split_tasks in tasks.values() for t in split_tasks]
+        rep.phase("write", total=sum(len(t.items) for t in every), unit="images")
+        written = write_shards(
+            every,
+            out,
+            request.name,
+            processes=default_processes(settings.writer_processes),
+            progress=rep.progress,
+            check_stop=rep.check_stop,
+        )
+        by_file = {r.file_name: r for r in written}
+        results = {split: [by_file[t.file_name] for t in ts] for split, ts in tasks.items()}
+        rep.metrics(
+            {
+                "shards_total": len(written),
+                "shards_reused": sum(r.reused for r in written),
+                "re_encoded": sum(len(r.re_encoded) for r in written),
+                "skipped": sum(len(r.skipped) for r in written),
+            }
+        )
+
+        rep.phase("metadata")
+        metadata = build_metadata(request, layout, results, provenance)
+        write_tfds_metadata(out, metadata)
+        write_metadata(out, metadata)  # last: its presence means "ready"
+        return metadata
+
+
+def result_of(metadata: DatasetMetadata, settings: Settings) -> dict[str, Any]:
+    """The job result: where the dataset is and what it holds."""
+    out = dataset_dir(settings.data_root, metadata.name)
+    return {
+        "dataset": metadata.name,
+        "path": relative_to_root(settings.data_root, out),
+        "splits": {name: split.num_records for name, split in metadata.splits.items()},
+        "num_classes": metadata.num_classes,
+        "re_encoded": len(metadata.provenance.re_encoded),
+        "skipped": metadata.provenance.skipped,
+    }
+
+
+def run_prepare(ctx: Any) -> None:
+    """Job function (``dataset_service.prepare:run_prepare``) run by the jobkit worker."""
+    from jobkit.errors import JobFailed
+
+    request = PrepareRequest.model_validate(ctx.request)
+    settings = get_settings()
+    try:
+        metadata = prepare(request, settings, reporter=ctx)
+    except PrepareError as exc:
+        raise JobFailed(exc.message, type=exc.type) from exc
+    result = result_of(metadata, settings)
+    ctx.log.info("dataset %s ready in %s: %s", result["dataset"], result["path"], result["splits"])
+    ctx.result(result)

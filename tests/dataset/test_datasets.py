@@ -1,0 +1,42 @@
+import shutil
+
+import pytest
+
+from dataset_service.datasets import get_dataset, list_datasets
+from shard_format.schema import METADATA_FILE, dataset_dir
+
+
+@pytest.fixture
+def volume(reference, tmp_path):
+    """A volume with the reference dataset, a folder being written and a broken one."""
+    root, metadata = reference
+    shutil.copytree(dataset_dir(root, metadata.name), dataset_dir(tmp_path, metadata.name))
+    dataset_dir(tmp_path, "half-written").mkdir()  # no metadata: not (yet) a dataset
+    dataset_dir(tmp_path, "broken").mkdir()
+    (dataset_dir(tmp_path, "broken") / METADATA_FILE).write_text("{not json")
+    return tmp_path, metadata
+
+
+def test_lists_ready_datasets_with_split_counts(volume):
+    root, metadata = volume
+    (found,) = list_datasets(root)
+    assert found.name == metadata.name and found.path == "datasets/tiny-imagenet-200"
+    assert {s: v.num_records for s, v in found.splits.items()} == {
+        "train": 80,
+        "val": 20,
+        "test": 10,
+    }
+    assert found.splits["train"].num_shards == len(metadata.splits["train"].shards)
+    assert found.num_classes == 4 and found.source_kind == "synthetic"
+
+
+def test_get_dataset(volume):
+    root, metadata = volume
+    detail = get_dataset(root, metadata.name)
+    assert detail is not None and detail.metadata == metadata
+    assert get_dataset(root, "half-written") is None
+    assert get_dataset(root, "absent") is None
+
+
+def test_empty_volume(tmp_path):
+    assert list_datasets(tmp_path) == []

@@ -1,0 +1,98 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dataset_service.errors import BadImage
+from dataset_service.images import load_jpeg, to_rgb_jpeg
+
+_YY, _XX = np.mgrid[0:64, 0:64]
+# Smooth colours (JPEG-friendly, so re-encoding errors stay small) with a little texture.
+PIXELS = np.stack([_XX * 4, _YY * 4, 128 + 60 * np.sin(_XX / 5.0)], axis=-1).astype(np.uint8)
+
+
+def _encode(image: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def _decoded(data: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+def test_rgb_jpeg_passes_through_byte_for_byte(progressive):
+    data = _encode(Image.fromarray(PIXELS), "JPEG", quality=80, progressive=progressive)
+    out = to_rgb_jpeg(data, "x.JPEG")
+    assert out.data == data and not out.re_encoded
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: _encode(Image.fromarray(PIXELS).convert("L"), "JPEG"),
+        lambda: _encode(Image.fromarray(PIXELS).convert("CMYK"), "JPEG"),
+        lambda: _encode(Image.fromarray(PIXELS), "PNG"),
+    ],
+    ids=["grayscale", "cmyk", "png"],
+)
+def test_other_images_are_re_encoded_to_rgb_jpeg(make):
+    data = make()
+    out = to_rgb_jpeg(data, "x.JPEG")
+    assert out.re_encoded and out.data != data
+    image = _decoded(out.data)
+    assert (image.format, image.mode, image.size) == ("JPEG", "RGB", (64, 64))
+    source = np.asarray(_decoded(data).convert("RGB")).astype(int)
+    assert np.abs(np.asarray(image).astype(int) - source).mean() < 3
+
+
+def test_truncated_jpeg_fails_with_its_path(tmp_path):
+    data = _encode(Image.fromarray(PIXELS), "JPEG", quality=90)
+    path = tmp_path / "cut.JPEG"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(BadImage, match=f"{path}: cannot decode image") as info:
+        load_jpeg(path)
+    assert info.value.path == str(path)
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"not an image", "cannot decode"),
+        (b"", "cannot decode"),
+        (
+            _encode(Image.fromarray(np.zeros((32, 48, 3), np.uint8)), "JPEG"),
+            "48x32, expected 64x64",
+        ),
+    ],
+)
+def test_undecodable_or_wrong_size_images_fail(data, reason):
+    with pytest.raises(BadImage, match=reason):
+        to_rgb_jpeg(data, "bad.JPEG")
+
+
+def test_missing_file_is_a_bad_image(tmp_path):
+    with pytest.raises(BadImage, match="cannot read image"):
+        load_jpeg(tmp_path / "nope.JPEG")
+
+
+def test_bad_image_pickles_with_its_path():
+    import pickle
+
+    error = pickle.loads(pickle.dumps(BadImage("a/b.JPEG", "truncated")))
+    assert (str(error), error.path, error.reason) == (
+        "a/b.JPEG: truncated",
+        "a/b.JPEG",
+        "truncated",
+    )
+
+
+def test_png_with_a_bad_checksum_fails():
+    data = bytearray(_encode(Image.fromarray(PIXELS), "PNG"))
+    data[60] ^= 0xFF  # inside the first chunk's data: its CRC no longer matches
+    with pytest.raises(BadImage, match="cannot decode"):
+        to_rgb_jpeg(bytes(data), "bad.JPEG")

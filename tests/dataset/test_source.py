@@ -1,0 +1,220 @@
+import hashlib
+import os
+import shutil
+import zipfile
+
+import pytest
+
+from dataset_service.errors import ChecksumMismatch, SourceError, UnsafeArchive
+from dataset_service.layout_names import ROOT_DIR_NAME, WNIDS_FILE
+from dataset_service.models import FolderSource, SyntheticSource, UrlSource, ZipSource
+from dataset_service.reporting import LogReporter
+from dataset_service.source import MARKER_FILE, download, extract_zip, md5_file, obtain_tree
+from tests.dataset.support import SMALL, make_settings, serve_directory, symlink_info, write_zip
+
+
+def _md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+# ---------------------------------------------------------------------------- extraction
+
+
+def test_extract_writes_the_tree_and_its_marker(pristine_zip, tmp_path):
+    dest = extract_zip(pristine_zip, tmp_path / "out", max_bytes=10**8, marker={"m": 1})
+    assert (dest / ROOT_DIR_NAME / WNIDS_FILE).is_file()
+    assert (dest / MARKER_FILE).read_text().strip().startswith("{")
+    names = {n for n in zipfile.ZipFile(pristine_zip).namelist() if not n.endswith("/")}
+    extracted = {
+        str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file() and p.name != MARKER_FILE
+    }
+    assert extracted == names
+    assert not list(tmp_path.glob(".out.partial-*"))
+
+
+def test_extract_replaces_an_existing_tree(pristine_zip, tmp_path):
+    dest = tmp_path / "out"
+    dest.mkdir()
+    (dest / "stale.txt").write_text("old")
+    extract_zip(pristine_zip, dest, max_bytes=10**8)
+    assert not (dest / "stale.txt").exists()
+    assert (dest / ROOT_DIR_NAME / WNIDS_FILE).is_file()
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ("../evil.txt", "escapes"),
+        ("tiny-imagenet-200/../../evil.txt", "escapes"),
+        ("/etc/evil.txt", "absolute"),
+        ("C:/evil.txt", "absolute"),
+        ("..\\evil.txt", "escapes"),
+    ],
+)
+def test_entries_escaping_the_target_are_refused(tmp_path, entry, message):
+    archive = write_zip(tmp_path / "bad.zip", [("ok.txt", b"fine"), (entry, b"evil")])
+    with pytest.raises(UnsafeArchive, match=message):
+        extract_zip(archive, tmp_path / "out", max_bytes=10**6)
+    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "evil.txt").exists()
+    assert not list(tmp_path.glob(".out.partial-*"))
+
+
+def test_symlink_entries_are_refused(tmp_path):
+    archive = write_zip(tmp_path / "link.zip", [(symlink_info("tree/link"), b"/etc/passwd")])
+    with pytest.raises(UnsafeArchive, match="symbolic link"):
+        extract_zip(archive, tmp_path / "out", max_bytes=10**6)
+    assert not (tmp_path / "out").exists()
+
+
+def test_zip_bomb_is_refused_from_the_central_directory(tmp_path):
+    big = b"\0" * 200_000  # compresses to almost nothing
+    archive = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for i in range(5):
+            zf.writestr(f"tree/f{i}", big)
+    assert archive.stat().st_size < 10_000
+    with pytest.raises(UnsafeArchive, match="limit of 500000 bytes"):
+        extract_zip(archive, tmp_path / "out", max_bytes=500_000)
+    assert not (tmp_path / "out").exists()
+
+
+def test_entry_larger_than_its_header_says_is_refused_while_streaming(tmp_path):
+    """A header claiming fewer bytes than the entry holds cannot smuggle bytes past the limit."""
+    archive = tmp_path / "liar.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("tree/big", b"\0" * 100_000)
+    data = bytearray(archive.read_bytes())
+    # Patch the uncompressed size (100000) in the local header and the central directory to 10.
+    real = (100_000).to_bytes(4, "little")
+    assert data.count(real) == 2
+    data = data.replace(real, (10).to_bytes(4, "little"))
+    archive.write_bytes(bytes(data))
+    with pytest.raises(SourceError):
+        extract_zip(archive, tmp_path / "out", max_bytes=1000)
+    assert not (tmp_path / "out").exists()
+
+
+def test_not_a_zip_is_a_source_error(tmp_path):
+    fake = tmp_path / "fake.zip"
+    fake.write_bytes(b"not a zip at all")
+    with pytest.raises(SourceError, match="not a readable zip"):
+        extract_zip(fake, tmp_path / "out", max_bytes=10**6)
+
+
+# ---------------------------------------------------------------------------- download
+
+
+def test_download_streams_verifies_and_reports_progress(tmp_path):
+    served = tmp_path / "served"
+    served.mkdir()
+    payload = os.urandom(3 * 1024 * 1024 + 17)
+    (served / "a.zip").write_bytes(payload)
+    seen = []
+    with serve_directory(served) as base:
+        digest = download(
+            f"{base}/a.zip",
+            tmp_path / "dl" / "a.zip",
+            expected_md5=_md5(payload),
+            max_bytes=10**8,
+            progress=lambda done, total: seen.append((done, total)),
+        )
+    assert digest == _md5(payload)
+    assert (tmp_path / "dl" / "a.zip").read_bytes() == payload
+    assert seen[-1] == (len(payload), len(payload))
+    assert len(seen) > 2
+    assert not list((tmp_path / "dl").glob(".*partial*"))
+
+
+def test_download_with_a_wrong_md5_leaves_nothing(tmp_path):
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "a.zip").write_bytes(b"payload")
+    with serve_directory(served) as base, pytest.raises(ChecksumMismatch, match=r"expected 0+"):
+        download(f"{base}/a.zip", tmp_path / "a.zip", expected_md5="0" * 32, max_bytes=10**6)
+    assert list(tmp_path.glob("*a.zip*")) == []
+
+
+def test_download_http_error_and_size_limit(tmp_path):
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "big.zip").write_bytes(b"x" * 5000)
+    with serve_directory(served) as base:
+        with pytest.raises(SourceError, match="HTTP 404"):
+            download(f"{base}/missing.zip", tmp_path / "m.zip", expected_md5=None, max_bytes=10)
+        with pytest.raises(SourceError, match="more than the limit"):
+            download(f"{base}/big.zip", tmp_path / "b.zip", expected_md5=None, max_bytes=1000)
+    assert not (tmp_path / "m.zip").exists() and not (tmp_path / "b.zip").exists()
+
+
+def test_download_unreachable_host_is_a_source_error(tmp_path):
+    with pytest.raises(SourceError, match="failed"):
+        download("http://127.0.0.1:9/x.zip", tmp_path / "x.zip", expected_md5=None, max_bytes=10)
+
+
+# ---------------------------------------------------------------------------- obtain_tree
+
+
+def test_zip_source_is_extracted_once_then_reused(pristine_zip, data_root):
+    target = data_root / "raw" / "in.zip"
+    target.parent.mkdir()
+    target.write_bytes(pristine_zip.read_bytes())
+    settings = make_settings(data_root)
+    source = ZipSource(kind="zip", path="raw/in.zip", md5=md5_file(pristine_zip))
+    reporter = LogReporter()
+    root, facts = obtain_tree(source, "t", settings, reporter)
+    assert root == data_root / "raw" / "extracted" / "t" / ROOT_DIR_NAME
+    assert facts == {"source": "raw/in.zip", "md5": md5_file(pristine_zip)}
+    assert reporter.phases == ["extract"]
+    stamp = (root / WNIDS_FILE).stat().st_mtime_ns
+    again = LogReporter()
+    assert obtain_tree(source, "t", settings, again)[0] == root
+    assert again.phases == []  # reused, not extracted again
+    assert (root / WNIDS_FILE).stat().st_mtime_ns == stamp
+
+
+def test_zip_source_with_wrong_md5_fails(pristine_zip, data_root):
+    (data_root / "a.zip").write_bytes(pristine_zip.read_bytes())
+    source = ZipSource(kind="zip", path="a.zip", md5="0" * 32)
+    with pytest.raises(ChecksumMismatch):
+        obtain_tree(source, "t", make_settings(data_root), LogReporter())
+
+
+def test_url_source_downloads_into_raw(pristine_zip, data_root):
+    with serve_directory(pristine_zip.parent) as base:
+        source = UrlSource(url=f"{base}/{pristine_zip.name}", md5=md5_file(pristine_zip))
+        reporter = LogReporter()
+        root, facts = obtain_tree(source, "u", make_settings(data_root), reporter)
+    assert reporter.phases == ["download", "extract"]
+    assert (data_root / "raw" / "downloads" / pristine_zip.name).is_file()
+    assert (root / WNIDS_FILE).is_file() and facts["md5"] == md5_file(pristine_zip)
+
+
+def test_folder_source_is_used_in_place(pristine, data_root):
+    shutil.copytree(pristine, data_root / "mine" / ROOT_DIR_NAME)
+    root, facts = obtain_tree(
+        FolderSource(kind="folder", path="mine"), "f", make_settings(data_root), LogReporter()
+    )
+    assert root == (data_root / "mine" / ROOT_DIR_NAME).resolve()
+    assert facts == {"source": "mine", "md5": None}
+
+
+def test_synthetic_source_is_generated_once(data_root):
+    settings = make_settings(data_root)
+    source = SyntheticSource(kind="synthetic", **SMALL)
+    reporter = LogReporter()
+    _, facts = obtain_tree(source, "s", settings, reporter)
+    assert reporter.phases == ["generate"] and "classes=4" in facts["source"]
+    again = LogReporter()
+    obtain_tree(source, "s", settings, again)
+    assert again.phases == []
+    other = LogReporter()
+    obtain_tree(source.model_copy(update={"seed": 1}), "s", settings, other)
+    assert other.phases == ["generate"]  # a different spec is generated afresh
+
+
+def test_entry_that_cannot_be_created_is_a_source_error(tmp_path):
+    archive = write_zip(tmp_path / "clash.zip", [("tree/a", b"file"), ("tree/a/b", b"below")])
+    with pytest.raises(SourceError, match="cannot extract zip entry 'tree/a/b'"):
+        extract_zip(archive, tmp_path / "out", max_bytes=10**6)
+    assert not (tmp_path / "out").exists()
