@@ -1,0 +1,29 @@
+"""Entry point of a measured child process: ``python -m bench._child MODULE:FUNC ARGS RESULT``.
+
+Calls ``FUNC(**json.load(ARGS))`` and writes its JSON-serializable return value to RESULT.
+Used by :func:`bench.common.run_child`; not meant to be run by hand.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str]) -> int:
+    target, args_path, result_path = argv
+    module_name, _, func_name = target.partition(":")
+    func = getattr(importlib.import_module(module_name), func_name)
+    kwargs = json.loads(Path(args_path).read_text())
+    result = func(**kwargs)
+    tmp = Path(f"{result_path}.tmp")
+    tmp.write_text(json.dumps(result))
+    os.replace(tmp, result_path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
