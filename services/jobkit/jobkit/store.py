@@ -1,7 +1,8 @@
 """The job database: one embedded SQLite file shared by the server and its worker processes.
 
-Every call opens its own connection (WAL mode, busy timeout), so a ``JobStore`` can be used
-from any thread and from the worker processes at the same time. Writes that check-then-act
+Each thread (of each process) keeps one connection (WAL mode, busy timeout), opened on first
+use: a status poll costs a query, not a connect. A ``JobStore`` can be used from any thread and
+from the worker processes at the same time. Writes that check-then-act
 (create, reset_for_retry, set_metrics) run in one ``BEGIN IMMEDIATE`` transaction.
 """
 
@@ -9,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -117,6 +120,7 @@ class JobStore:
         self.db_path = Path(db_path)
         self.kinds: frozenset[str] | None = frozenset(kinds) if kinds is not None else None
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
         with self._connect() as conn:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(_SCHEMA)
@@ -125,16 +129,15 @@ class JobStore:
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        conn = sqlite3.connect(
-            self.db_path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
-        )
-        try:
+        """This thread's connection (autocommit; transactions are explicit)."""
+        local = self._local
+        if getattr(local, "pid", None) != os.getpid():  # new thread, or a forked child
+            conn = sqlite3.connect(self.db_path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
             conn.row_factory = sqlite3.Row
             conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
             conn.execute("PRAGMA synchronous=NORMAL")
-            yield conn
-        finally:
-            conn.close()
+            local.conn, local.pid = conn, os.getpid()
+        yield local.conn
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
