@@ -1,0 +1,162 @@
+"""Run operations behind the routes: check a request, describe a run, resume it.
+
+No HTTP here: problems are raised as :class:`InvalidRunRequest` (the routes turn it into a 422
+naming the field) or as jobkit errors (404 unknown run, 409 wrong state).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from jobkit.errors import JobStateConflict
+from jobkit.models import JobPublic, JobState
+from jobkit.runner import JobRunner
+from jobkit.store import JobStore
+from shard_format.metadata import SchemaVersionError, load_metadata
+from shard_format.schema import TRAIN, VAL, dataset_dir
+from trainer_service.models import CheckpointInfo, RunPublic, TrainingStatus
+from trainer_service.training import checkpoints
+from trainer_service.training.config import TrainConfig
+from trainer_service.training.files import RUNS_DIR, RunPaths, atomic_copy
+from trainer_service.training.history import read_history
+
+RESUMABLE = (JobState.INTERRUPTED, JobState.CANCELLED, JobState.FAILED)
+
+
+class InvalidRunRequest(ValueError):
+    """A well-formed request that names something unusable (``field`` like "body.dataset")."""
+
+    def __init__(self, field: str, message: str, slug: str = "validation-error") -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+        self.slug = slug
+
+
+def check_dataset(data_root: Path, name: str) -> None:
+    """The dataset must be prepared, of this schema version, with labeled train and val splits."""
+    folder = dataset_dir(data_root, name)
+    try:
+        metadata = load_metadata(folder)
+    except FileNotFoundError:
+        raise InvalidRunRequest(
+            "body.dataset",
+            f"no prepared dataset {name!r} (absent, or still being written)",
+            "dataset-not-found",
+        ) from None
+    except SchemaVersionError as exc:
+        raise InvalidRunRequest(
+            "body.dataset", f"{name!r}: {exc}", "dataset-schema-version"
+        ) from None
+    except ValueError as exc:  # unreadable JSON or metadata
+        raise InvalidRunRequest(
+            "body.dataset", f"{name!r} has unreadable metadata: {exc}", "dataset-unusable"
+        ) from None
+    for split in (TRAIN, VAL):
+        info = metadata.splits.get(split)
+        if info is None or not info.labeled or info.num_records == 0:
+            raise InvalidRunRequest(
+                "body.dataset", f"{name!r} has no labeled {split} split", "dataset-unusable"
+            )
+
+
+def check_init_checkpoint(data_root: Path, relative: str | None) -> None:
+    """``init_checkpoint`` must be an existing file inside the data root."""
+    if relative is None:
+        return
+    root = Path(data_root).resolve()
+    path = (root / relative).resolve()
+    if not path.is_relative_to(root):
+        raise InvalidRunRequest("body.init_checkpoint", f"{relative!r} is outside the data root")
+    if not path.is_file():
+        raise InvalidRunRequest(
+            "body.init_checkpoint", f"no checkpoint file {relative!r} under the data root"
+        )
+
+
+def check_request(data_root: Path, config: TrainConfig) -> None:
+    check_dataset(data_root, config.dataset)
+    check_init_checkpoint(data_root, config.init_checkpoint)
+
+
+# -- describing ------------------------------------------------------------------------------
+
+
+def training_status(job: JobPublic, paths: RunPaths) -> TrainingStatus:
+    metrics: dict[str, Any] = job.metrics or {}
+    latest = checkpoints.read_latest(paths)
+    history = read_history(paths)
+    running = job.state == JobState.RUNNING
+    return TrainingStatus(
+        epoch=metrics.get("epoch"),
+        epochs=metrics.get("epochs", job.request.get("epochs")),
+        step=metrics.get("step"),
+        steps_per_epoch=metrics.get("steps_per_epoch"),
+        completed_epochs=latest.epoch if latest else 0,
+        images_per_s=metrics.get("images_per_s"),
+        eta_s=metrics.get("eta_s") if running else None,
+        learning_rate=metrics.get("learning_rate"),
+        last_epoch=history[-1] if history else None,
+    )
+
+
+def run_public(job: JobPublic, data_root: Path) -> RunPublic:
+    """The job with its training status and checkpoints (read from the run folder)."""
+    paths = RunPaths.for_run(data_root, job.id)
+    return RunPublic(
+        **job.model_dump(),
+        run_dir=f"{RUNS_DIR}/{job.id}",
+        training=training_status(job, paths),
+        checkpoints=[CheckpointInfo(**c) for c in checkpoints.list_checkpoints(paths)],
+    )
+
+
+# -- resuming --------------------------------------------------------------------------------
+
+
+def _rewind_to(paths: RunPaths, name: str) -> None:
+    """Make checkpoint ``name`` the one a resume starts from (see ``checkpoints.rewind``)."""
+    if name == "latest":
+        return
+    if name == "best":
+        best = checkpoints.read_best(paths)
+        if best is None or not paths.best.is_file():
+            raise InvalidRunRequest("body.checkpoint", "the run has no best checkpoint")
+        epoch = int(best["epoch"])
+        if not paths.epoch_checkpoint(epoch).is_file():  # pruned: best.keras is that epoch
+            atomic_copy(paths.best, paths.epoch_checkpoint(epoch))
+    else:
+        epoch = int(name) if name.isdigit() else int(name.removeprefix("epoch-").split(".")[0])
+    try:
+        checkpoints.rewind(paths, epoch)
+    except FileNotFoundError as exc:
+        raise InvalidRunRequest("body.checkpoint", str(exc)) from None
+
+
+def resume(
+    store: JobStore,
+    runner: JobRunner | None,
+    data_root: Path,
+    run_id: str,
+    checkpoint: str | None = None,
+) -> JobPublic:
+    """Queue an interrupted, cancelled or failed run again (same id, same config).
+
+    Its worker continues from the latest checkpoint, or from ``checkpoint`` if given. Raises
+    ``JobNotFound``, ``JobStateConflict`` (409) or :class:`InvalidRunRequest`.
+    """
+    job = store.require(run_id)
+    if job.state not in RESUMABLE:
+        raise JobStateConflict(
+            run_id,
+            job.state,
+            f"run {run_id} is {job.state}; only an interrupted, cancelled or failed run can be "
+            "resumed",
+        )
+    if checkpoint is not None:
+        _rewind_to(RunPaths.for_run(data_root, run_id), checkpoint)
+    job = store.reset_for_retry(run_id)
+    if runner is not None:
+        runner.wake()
+    return job

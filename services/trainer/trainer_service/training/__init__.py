@@ -1,0 +1,5 @@
+"""Training: config, learning-rate schedule, run folder and checkpoints, callbacks, the loop.
+
+Only :mod:`.config`, :mod:`.checkpoints`, :mod:`.history` and :mod:`.files` are imported by the API
+process; they import neither TensorFlow nor Keras at module level.
+"""

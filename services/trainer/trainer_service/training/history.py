@@ -1,0 +1,64 @@
+"""The per-epoch history of a run: the same rows in ``history.csv`` and ``history.json``.
+
+A row is written when an epoch completes, before its checkpoint, and both files are rewritten
+atomically from the rows. A resume truncates the rows to the epochs its checkpoint has, so an
+epoch that was recorded but not checkpointed (killed in between) is recorded once, when redone.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Mapping
+from typing import Any
+
+from trainer_service.training.files import RunPaths, atomic_write_json, atomic_write_text, read_json
+
+#: Columns of history.csv, in order (``epoch`` is the 1-based number of the completed epoch).
+COLUMNS = (
+    "epoch",
+    "step",
+    "loss",
+    "accuracy",
+    "top5_accuracy",
+    "val_loss",
+    "val_accuracy",
+    "val_top5_accuracy",
+    "learning_rate",
+    "epoch_time_s",
+    "images_per_s",
+)
+
+
+def read_history(paths: RunPaths) -> list[dict[str, Any]]:
+    """The rows recorded so far (empty if none)."""
+    rows = read_json(paths.history_json)
+    return list(rows) if rows else []
+
+
+def write_history(paths: RunPaths, rows: list[Mapping[str, Any]]) -> None:
+    """Rewrite history.json, then history.csv, from ``rows`` (the API serves the JSON)."""
+    rows = [dict(r) for r in rows]
+    atomic_write_json(paths.history_json, rows)
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in COLUMNS})
+    atomic_write_text(paths.history_csv, out.getvalue())
+
+
+def truncate_history(paths: RunPaths, epochs: int) -> list[dict[str, Any]]:
+    """Keep only rows of epochs ``<= epochs``; returns the rows kept."""
+    rows = [r for r in read_history(paths) if int(r["epoch"]) <= epochs]
+    write_history(paths, rows)
+    return rows
+
+
+def append_epoch(paths: RunPaths, row: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Record ``row`` (its ``epoch`` replaces that epoch and any later one); returns all rows."""
+    epoch = int(row["epoch"])
+    rows = [r for r in read_history(paths) if int(r["epoch"]) < epoch]
+    rows.append({k: row.get(k) for k in COLUMNS})
+    write_history(paths, rows)
+    return rows

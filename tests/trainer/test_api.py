@@ -1,0 +1,277 @@
+"""The HTTP API without workers: validation, idempotency, run views, resume rules, auth, report.
+
+The app's runner is created but not started, so queued runs stay queued (no worker process);
+``test_api_workers.py`` runs real workers.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from jobkit.models import JobError, JobState
+from jobkit.problems import PROBLEM_JSON
+from jobkit.runner import JobRunner
+from jobkit.store import JobStore
+from shard_format.schema import METADATA_FILE, dataset_dir
+from tests.trainer.support import TINY, TOY
+from trainer_service.config import Settings
+from trainer_service.main import create_app
+from trainer_service.training import checkpoints
+from trainer_service.training.files import RunPaths
+from trainer_service.training.history import append_epoch, read_history
+
+TOKEN = "s3cret"
+
+
+class Offline:
+    def __init__(self, client: TestClient, store: JobStore, data_root: Path):
+        self.client, self.store, self.data_root = client, store, data_root
+
+    def post_run(self, **overrides) -> dict:
+        response = self.client.post("/v1/runs", json={**TINY, "epochs": 2, **overrides})
+        assert response.status_code == 202, response.text
+        return response.json()
+
+
+def offline_app(data_root: Path, **settings) -> tuple[TestClient, JobStore]:
+    settings = Settings(data_root=data_root, **settings)
+    app = create_app(settings)
+    store = JobStore(settings.jobs_db, kinds=["train"])
+    app.state.store = store
+    app.state.runner = JobRunner(store, targets={"train": "unused:run"}, log_dir=settings.logs_dir)
+    return TestClient(app), store  # no lifespan: the runner never starts a worker
+
+
+@pytest.fixture
+def api(data_root: Path) -> Offline:
+    client, store = offline_app(data_root)
+    return Offline(client, store, data_root)
+
+
+def problem(response, status: int) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith(PROBLEM_JSON)
+    return response.json()
+
+
+def test_health_readiness_and_docs(api: Offline):
+    assert api.client.get("/healthz").json() == {"status": "ok"}
+    assert api.client.get("/readyz").status_code == 200
+    paths = api.client.get("/openapi.json").json()["paths"]
+    for path in (
+        "/v1/runs",
+        "/v1/runs/{run_id}",
+        "/v1/runs/{run_id}/history",
+        "/v1/runs/{run_id}/logs",
+        "/v1/runs/{run_id}/checkpoints",
+        "/v1/runs/{run_id}/cancel",
+        "/v1/runs/{run_id}/resume",
+        "/v1/model-report",
+    ):
+        assert path in paths
+    assert api.client.get("/docs").status_code == 200
+
+
+def test_post_a_run_then_read_it(api: Offline):
+    response = api.client.post("/v1/runs", json={**TINY, "epochs": 2})
+    assert response.status_code == 202
+    run = response.json()
+    assert response.headers["location"] == f"/v1/runs/{run['id']}"
+    assert run["state"] == "queued" and run["queue_position"] == 1 and run["kind"] == "train"
+    assert run["request"]["momentum"] == 0.9  # defaults filled in and stored
+    assert run["run_dir"] == f"runs/{run['id']}"
+    assert run["training"]["epochs"] == 2 and run["checkpoints"] == []
+
+    got = api.client.get(response.headers["location"])
+    assert got.status_code == 200 and got.json()["id"] == run["id"]
+    assert got.headers["retry-after"]
+    listed = api.client.get("/v1/runs").json()["items"]
+    assert [r["id"] for r in listed] == [run["id"]]
+    assert api.client.get(f"/v1/runs/{run['id']}/history").json() == []
+    csv = api.client.get(f"/v1/runs/{run['id']}/history", params={"format": "csv"})
+    assert csv.text.startswith("epoch,step,loss,") and csv.headers["content-type"].startswith(
+        "text/csv"
+    )
+    assert api.client.get(f"/v1/runs/{run['id']}/checkpoints").json() == []
+    assert api.client.get(f"/v1/runs/{run['id']}/logs").text == ""
+
+
+def test_second_run_waits_in_the_queue(api: Offline):
+    first = api.post_run()
+    second = api.post_run(seed=1)
+    assert (first["queue_position"], second["queue_position"]) == (1, 2)
+    api.store.mark_running(first["id"], 12345)
+    assert api.client.get(f"/v1/runs/{second['id']}").json()["queue_position"] == 1
+    assert api.client.get(f"/v1/runs/{first['id']}").json()["queue_position"] is None
+
+
+def test_idempotency_key(api: Offline):
+    body = {**TINY, "epochs": 2}
+    headers = {"Idempotency-Key": "abc-1"}
+    first = api.client.post("/v1/runs", json=body, headers=headers)
+    again = api.client.post("/v1/runs", json=body, headers=headers)
+    assert first.status_code == again.status_code == 202
+    assert first.json()["id"] == again.json()["id"]
+    other = api.client.post("/v1/runs", json={**body, "epochs": 3}, headers=headers)
+    assert problem(other, 422)["job_id"] == first.json()["id"]
+    assert len(api.client.get("/v1/runs").json()["items"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"batch_size": 0}, "body.batch_size"),
+        ({"width": 6}, "body.width"),
+        ({"levels": [1, -2]}, "body.levels"),
+        ({"schedule": "poly"}, "body.schedule"),
+        ({"learning_rate": "fast"}, "body.learning_rate"),
+        ({"surprise": True}, "body.surprise"),
+    ],
+)
+def test_invalid_config_is_a_422_naming_the_field(api: Offline, change, field):
+    body = problem(api.client.post("/v1/runs", json={**TINY, **change}), 422)
+    assert [e["field"] for e in body["errors"]] == [field]
+    assert field in body["detail"]
+
+
+def test_unknown_dataset_is_a_422_on_the_dataset_field(api: Offline):
+    body = problem(api.client.post("/v1/runs", json={**TINY, "dataset": "absent"}), 422)
+    assert body["errors"][0]["field"] == "body.dataset"
+    assert body["type"].endswith("dataset-not-found") and "absent" in body["detail"]
+
+
+def test_foreign_schema_version_is_a_422(api: Offline):
+    folder = dataset_dir(api.data_root, "old")
+    folder.mkdir(parents=True)
+    raw = json.loads((dataset_dir(api.data_root, TOY) / METADATA_FILE).read_text())
+    (folder / METADATA_FILE).write_text(json.dumps({**raw, "schema_version": 99}))
+    body = problem(api.client.post("/v1/runs", json={**TINY, "dataset": "old"}), 422)
+    assert body["errors"][0]["field"] == "body.dataset"
+    assert body["type"].endswith("dataset-schema-version") and "99" in body["detail"]
+
+
+def test_init_checkpoint_must_exist_in_the_data_root(api: Offline):
+    response = api.client.post(
+        "/v1/runs", json={**TINY, "init_checkpoint": "runs/none/checkpoints/best.keras"}
+    )
+    assert problem(response, 422)["errors"][0]["field"] == "body.init_checkpoint"
+
+
+def test_unknown_run_is_404(api: Offline):
+    for method, path in [
+        ("get", "/v1/runs/nothere"),
+        ("get", "/v1/runs/nothere/history"),
+        ("post", "/v1/runs/nothere/cancel"),
+        ("post", "/v1/runs/nothere/resume"),
+    ]:
+        assert problem(api.client.request(method, path), 404)["run_id"] == "nothere"
+
+
+@pytest.mark.parametrize("state", ["queued", "running", "succeeded"])
+def test_resume_is_409_unless_interrupted_cancelled_or_failed(api: Offline, state):
+    run = api.post_run()
+    if state != "queued":
+        api.store.mark_running(run["id"], 12345)
+    if state == "succeeded":
+        api.store.finish(run["id"], JobState.SUCCEEDED)
+    body = problem(api.client.post(f"/v1/runs/{run['id']}/resume"), 409)
+    assert body["state"] == state and "only an interrupted" in body["detail"]
+
+
+def fake_checkpoints(data_root: Path, run_id: str, accuracies: list[float]) -> RunPaths:
+    """A run folder as training leaves it, with a tiny stand-in model."""
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer="sgd", loss="mse")
+    model.fit(np.ones((2, 3)), np.zeros((2, 2)), verbose=0)
+    paths = RunPaths.for_run(data_root, run_id)
+    paths.make()
+    for epoch, accuracy in enumerate(accuracies, start=1):
+        append_epoch(paths, {"epoch": epoch, "step": 5 * epoch, "val_accuracy": accuracy})
+        checkpoints.save_epoch(model, paths, epoch, 5 * epoch, accuracy, keep=5)
+    return paths
+
+
+def test_resume_an_interrupted_run_from_a_chosen_checkpoint(api: Offline):
+    run = api.post_run(epochs=4)
+    api.store.mark_running(run["id"], 12345)
+    paths = fake_checkpoints(api.data_root, run["id"], [0.4, 0.6, 0.5])
+    api.store.finish(run["id"], JobState.INTERRUPTED, JobError(type="interrupted", message="gone"))
+    got = api.client.get(f"/v1/runs/{run['id']}").json()
+    assert got["state"] == "interrupted" and got["error"]["type"] == "interrupted"
+    assert got["training"]["completed_epochs"] == 3
+    assert [c["file"] for c in got["checkpoints"]] == [
+        "epoch-0001.keras",
+        "epoch-0002.keras",
+        "epoch-0003.keras",
+        "best.keras",
+    ]
+
+    bad = api.client.post(f"/v1/runs/{run['id']}/resume", json={"checkpoint": "9"})
+    assert problem(bad, 422)["errors"][0]["field"] == "body.checkpoint"
+    response = api.client.post(f"/v1/runs/{run['id']}/resume", json={"checkpoint": "1"})
+    assert response.status_code == 202
+    assert response.headers["location"] == f"/v1/runs/{run['id']}"
+    assert response.json()["state"] == "queued" and response.json()["error"] is None
+    assert checkpoints.read_latest(paths).epoch == 1
+    assert [r["epoch"] for r in read_history(paths)] == [1]
+    assert list(checkpoints.epoch_files(paths)) == [1]
+
+
+def test_run_view_shows_progress_metrics_and_eta(api: Offline):
+    run = api.post_run()
+    api.store.mark_running(run["id"], 12345)
+    api.store.set_phase(run["id"], "epoch 2/2", 16, "batches")
+    api.store.set_progress(run["id"], 5)
+    metrics = {"epoch": 2, "epochs": 2, "step": 5, "steps_per_epoch": 16, "images_per_s": 99.5}
+    api.store.set_metrics(run["id"], {**metrics, "eta_s": 12.0, "loss": 0.7})
+    got = api.client.get(f"/v1/runs/{run['id']}").json()
+    assert got["progress"]["done"] == 5 and got["progress"]["total"] == 16
+    training = got["training"]
+    assert (training["epoch"], training["step"], training["steps_per_epoch"]) == (2, 5, 16)
+    assert training["images_per_s"] == 99.5 and training["eta_s"] == 12.0
+    assert got["metrics"]["loss"] == 0.7
+
+
+def test_cancel_a_queued_run(api: Offline):
+    run = api.post_run()
+    response = api.client.post(f"/v1/runs/{run['id']}/cancel")
+    assert response.status_code == 200 and response.json()["state"] == "cancelled"
+    assert problem(api.client.post(f"/v1/runs/{run['id']}/cancel"), 409)["state"] == "cancelled"
+
+
+def test_bearer_token_guards_everything_but_health(data_root: Path):
+    client, _ = offline_app(data_root, api_token=TOKEN)
+    assert client.get("/healthz").status_code == 200
+    assert problem(client.get("/v1/runs"), 401)["status"] == 401
+    assert problem(client.get("/v1/model-report"), 401)["status"] == 401
+    ok = client.get("/v1/runs", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert ok.status_code == 200
+
+
+def test_model_report_is_computed_once_per_shape(api: Offline, monkeypatch):
+    from trainer_service import reports
+
+    reports.clear()
+    report = api.client.get("/v1/model-report", params={"width": 8, "levels": "1,1", "classes": 4})
+    assert report.status_code == 200, report.text
+    body = report.json()
+    assert (body["filters"], body["levels"], body["classes"]) == (8, [1, 1], 4)
+    assert body["total_params"] > 0 and body["macs_per_image"] > 0
+    assert body["peak_memory_bytes"] is None  # not measured unless asked
+
+    def fail(*args, **kwargs):
+        raise AssertionError("not cached")
+
+    monkeypatch.setattr("trainer_service.model.report.model_report", fail)
+    again = api.client.get("/v1/model-report", params={"width": "8", "levels": "1,1", "classes": 4})
+    assert again.json() == body
+    bad = api.client.get("/v1/model-report", params={"width": "6"})
+    assert problem(bad, 422)["errors"][0]["field"] == "query.width"
+    bad = api.client.get("/v1/model-report", params={"levels": "4,x"})
+    assert problem(bad, 422)["errors"][0]["field"] == "query.levels"

@@ -1,0 +1,82 @@
+"""The API with real workers: FIFO queue, live logs, cancel, a worker killed by a signal."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.trainer.support import TINY, wait_for
+from trainer_service.config import Settings
+from trainer_service.main import create_app
+from trainer_service.training import checkpoints
+from trainer_service.training.files import RunPaths
+
+
+@pytest.fixture
+def client(data_root: Path) -> Iterator[TestClient]:
+    app = create_app(Settings(data_root=data_root, cancel_grace_s=30))
+    with TestClient(app) as client:  # the lifespan starts the runner
+        yield client
+
+
+def get(client: TestClient, run_id: str) -> dict:
+    response = client.get(f"/v1/runs/{run_id}")
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def group_alive(pgid: int) -> bool:
+    for proc in psutil.process_iter(["status"]):
+        try:
+            if proc.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(proc.pid) == pgid:
+                return True
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return False
+
+
+def test_queue_cancel_with_checkpoint_and_killed_worker(client: TestClient, data_root: Path):
+    first = client.post("/v1/runs", json={**TINY, "epochs": 50}).json()
+    # training has begun once a batch is reported
+    wait_for(lambda: (get(client, first["id"])["training"]["step"] or 0) >= 1, timeout=120)
+
+    second = client.post("/v1/runs", json={**TINY, "epochs": 1, "seed": 1})
+    assert second.status_code == 202
+    second = second.json()
+    assert second["state"] == "queued" and second["queue_position"] == 1
+    running = get(client, first["id"])
+    assert running["state"] == "running" and running["progress"]["unit"] == "batches"
+    assert running["training"]["epochs"] == 50 and running["training"]["steps_per_epoch"] == 16
+    assert "runtime:" in client.get(f"/v1/runs/{first['id']}/logs").text  # live log
+    assert client.post(f"/v1/runs/{first['id']}/resume").status_code == 409
+
+    # cancel: SIGTERM, the worker saves a checkpoint and stops; its process tree ends
+    pid = running["pid"]
+    response = client.post(f"/v1/runs/{first['id']}/cancel")
+    assert response.status_code in (200, 202)
+    cancelled = wait_for(
+        lambda: (run := get(client, first["id"]))["state"] == "cancelled" and run, timeout=60
+    )
+    assert cancelled["error"]["type"] == "cancelled"
+    assert cancelled["result"]["stopped"] is True
+    wait_for(lambda: not group_alive(pid), timeout=30)  # the worker records, then exits
+    latest = checkpoints.read_latest(RunPaths.for_run(data_root, first["id"]))
+    assert latest is not None and (data_root / cancelled["run_dir"] / "checkpoints").is_dir()
+    assert any(c["latest"] for c in cancelled["checkpoints"])
+
+    # the queued run starts next; a worker killed by a signal is reported as such
+    started = wait_for(
+        lambda: (run := get(client, second["id"]))["state"] == "running" and run["pid"] and run,
+        timeout=30,
+    )
+    os.kill(started["pid"], signal.SIGKILL)
+    failed = wait_for(
+        lambda: (run := get(client, second["id"]))["state"] == "failed" and run, timeout=30
+    )
+    assert failed["error"]["type"] == "killed" and "SIGKILL" in failed["error"]["message"]

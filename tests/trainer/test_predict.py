@@ -1,0 +1,67 @@
+"""Test predictions in the cs231n format and the val scores of a chosen checkpoint (API + CLI)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from shard_format.metadata import load_metadata
+from shard_format.schema import dataset_dir
+from tests.trainer.support import TOY, TOY_CLASSES, TOY_TEST_IMAGES, TOY_VAL_PER_CLASS, tiny_config
+from trainer_service import predict
+from trainer_service.training import loop
+from trainer_service.training.files import RunPaths, atomic_write_json
+
+LINE = re.compile(r"^test_(\d+)\.JPEG (n\d{8})$")
+
+
+@pytest.fixture
+def run_with_checkpoint(data_root):
+    """A run folder with config.json and a (freshly initialised) best.keras checkpoint."""
+    config = tiny_config()
+    paths = RunPaths.for_run(data_root, "abc123")
+    paths.make()
+    atomic_write_json(paths.config, config.model_dump(mode="json"))
+    model = loop.build_model(config, TOY_CLASSES)
+    loop.compile_for_eval(model)
+    model.save(paths.best)
+    return paths, model
+
+
+def test_predictions_file_format(data_root, run_with_checkpoint, tmp_path):
+    _, model = run_with_checkpoint
+    folder = dataset_dir(data_root, TOY)
+    metadata = load_metadata(folder)
+    out = RunPaths(tmp_path / "out")
+    out.root.mkdir()
+    evaluation = predict.predict_and_evaluate(
+        model, folder, metadata, out.root, batch_size=3, checkpoint={"checkpoint": "x.keras"}
+    )
+    lines = out.predictions.read_text().splitlines()
+    assert len(lines) == TOY_TEST_IMAGES == evaluation["test_predictions"]
+    matches = [LINE.match(line) for line in lines]
+    assert all(matches), lines
+    assert [int(m[1]) for m in matches] == list(range(TOY_TEST_IMAGES))  # one per image, in order
+    assert {m[2] for m in matches} <= set(metadata.wnids())
+    assert evaluation["val_images"] == TOY_CLASSES * TOY_VAL_PER_CLASS
+    assert 0 <= evaluation["val_accuracy"] <= evaluation["val_top5_accuracy"] <= 1
+    assert json.loads(out.evaluation.read_text()) == evaluation
+
+
+def test_cli_for_a_runs_checkpoint(data_root, run_with_checkpoint, capsys):
+    paths, _ = run_with_checkpoint
+    assert (
+        predict.main(["--data-root", str(data_root), "--run", "abc123", "--checkpoint", "best"])
+        == 0
+    )
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["checkpoint"] == str(paths.best)
+    assert len(paths.predictions.read_text().splitlines()) == TOY_TEST_IMAGES
+    assert json.loads(paths.evaluation.read_text())["val_accuracy"] == printed["val_accuracy"]
+
+
+def test_cli_rejects_a_missing_checkpoint(data_root, run_with_checkpoint):
+    with pytest.raises(SystemExit):
+        predict.main(["--data-root", str(data_root), "--run", "abc123", "--checkpoint", "7"])

@@ -1,0 +1,48 @@
+"""history.csv/json: rows per completed epoch, replaced (never duplicated) when redone."""
+
+import csv
+
+from trainer_service.training.files import RunPaths
+from trainer_service.training.history import (
+    COLUMNS,
+    append_epoch,
+    read_history,
+    truncate_history,
+)
+
+
+def row(epoch: int, loss: float) -> dict:
+    return {"epoch": epoch, "step": 10 * epoch, "loss": loss, "val_accuracy": 0.1 * epoch}
+
+
+def test_append_writes_json_and_csv(tmp_path):
+    paths = RunPaths(tmp_path)
+    append_epoch(paths, row(1, 2.0))
+    append_epoch(paths, row(2, 1.5))
+    assert [r["epoch"] for r in read_history(paths)] == [1, 2]
+    with paths.history_csv.open() as f:
+        reader = csv.DictReader(f)
+        assert tuple(reader.fieldnames) == COLUMNS
+        rows = list(reader)
+    assert [(r["epoch"], r["loss"], r["accuracy"]) for r in rows] == [
+        ("1", "2.0", ""),
+        ("2", "1.5", ""),
+    ]
+
+
+def test_a_redone_epoch_replaces_its_row_and_later_ones(tmp_path):
+    paths = RunPaths(tmp_path)
+    for epoch in (1, 2, 3):
+        append_epoch(paths, row(epoch, 1.0))
+    append_epoch(paths, row(2, 0.5))
+    history = read_history(paths)
+    assert [(r["epoch"], r["loss"]) for r in history] == [(1, 1.0), (2, 0.5)]
+
+
+def test_truncate(tmp_path):
+    paths = RunPaths(tmp_path)
+    for epoch in (1, 2, 3):
+        append_epoch(paths, row(epoch, 1.0))
+    assert [r["epoch"] for r in truncate_history(paths, 1)] == [1]
+    assert len(paths.history_csv.read_text().splitlines()) == 2
+    assert truncate_history(RunPaths(tmp_path / "empty"), 3) == []
