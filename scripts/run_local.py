@@ -173,7 +173,7 @@ def poll(
 
 def show_prepare(job: dict) -> str:
     p = job.get("progress") or {}
-    parts = [f"[dataset] {job['state']:<9} phase={job.get('phase') or '-':<10}"]
+    parts = [f"[dataset] {job['state']:<9} phase={job.get('phase') or 'starting':<10}"]
     if p.get("total"):
         parts.append(f"{p.get('done', 0)}/{p['total']} ({p.get('percent') or 0:5.1f}%)")
     if p.get("rate"):
@@ -183,19 +183,21 @@ def show_prepare(job: dict) -> str:
     return "  ".join(parts)
 
 
-def show_training(job: dict) -> str:
-    m = job.get("metrics") or {}
-    p = job.get("progress") or {}
-    parts = [f"[trainer] {job['state']:<9}"]
-    if "epoch" in m:
-        parts.append(f"epoch {m['epoch']}/{m.get('epochs', '?')}")
-    if p.get("total"):
-        parts.append(f"step {p.get('done', 0)}/{p['total']}")
+def show_training(run: dict) -> str:
+    t = run.get("training") or {}
+    parts = [f"[trainer] {run['state']:<9}"]
+    if t.get("epoch"):
+        parts.append(f"epoch {t['epoch']}/{t.get('epochs', '?')}")
+    if t.get("steps_per_epoch"):
+        parts.append(f"step {t.get('step') or 0}/{t['steps_per_epoch']}")
+    if t.get("images_per_s"):
+        parts.append(f"{t['images_per_s']:.0f} images/s")
+    if t.get("eta_s") is not None and run["state"] == "running":
+        parts.append(f"ETA {t['eta_s']:.0f}s")
+    last = t.get("last_epoch") or {}
     for key in ("loss", "accuracy", "val_loss", "val_accuracy", "val_top5_accuracy"):
-        if isinstance(m.get(key), int | float):
-            parts.append(f"{key}={m[key]:.3f}")
-    if p.get("rate"):
-        parts.append(f"{p['rate']:.0f} images/s")
+        if isinstance(last.get(key), int | float):
+            parts.append(f"{key}={last[key]:.3f}")
     return "  ".join(parts)
 
 
@@ -226,7 +228,8 @@ def run_pipeline(services: dict[str, Service], args: argparse.Namespace) -> dict
         job = poll(dataset, response.headers["Location"], show_prepare, args.timeout)
         fail_if_not_succeeded(job, "prepare job")
         info = dataset.get(f"/v1/datasets/{args.dataset}").raise_for_status().json()
-        print(f"[dataset] ready: {info}", flush=True)
+        counts = ", ".join(f"{k} {v['num_records']}" for k, v in info["splits"].items())
+        print(f"[dataset] ready: {info['path']} ({counts} records)", flush=True)
 
     with services["trainer"].client() as trainer:
         response = trainer.post(
