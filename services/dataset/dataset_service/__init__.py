@@ -5,7 +5,7 @@ call :func:`dataset_service.prepare.prepare` directly (no HTTP, no jobs).
 
 Modules, in pipeline order:
 
-- ``config``      Settings (``DATASET_*`` environment variables), ``settings_env`` for workers
+- ``config``      Settings (``DATASET_*`` environment variables), ``worker_env()`` for workers
 - ``models``      ``PrepareRequest`` (source by ``kind``: url, zip, folder, synthetic), responses
 - ``paths``       volume layout, ``resolve_inside`` (client paths must stay in the data root)
 - ``source``      download (streamed, MD5, size limit), safe zip extraction, synthetic trees
@@ -23,7 +23,7 @@ Volume layout::
     <data_root>/raw/downloads/<file>        archives fetched by URL
     <data_root>/raw/extracted/<name>/       extracted or generated tree (+ .source.json marker)
     <data_root>/datasets/<name>/            shards, .write-state/, TFDS files, shard_format.json
-    <data_root>/state/                      dataset-jobs.db, logs/<job>.log, locks/
+    <data_root>/state/                      dataset-jobs.db, dataset-logs/<job>.log, locks/
 
 HTTP: ``POST /v1/jobs`` (202 + Location), ``GET /v1/jobs``, ``GET /v1/jobs/{id}``,
 ``POST /v1/jobs/{id}/cancel``, ``GET /v1/jobs/{id}/logs``, ``GET /v1/datasets``,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -40,7 +41,32 @@ class ServiceSettings(BaseSettings):
         # Compose passes ${API_TOKEN:-} through: an empty variable means "no token", not "".
         return None if value is None or (isinstance(value, str) and not value.strip()) else value
 
+    #: Names this service's job database and log folder under ``state_dir``.
+    service_name: ClassVar[str] = "service"
+
     @property
     def state_dir(self) -> Path:
         """Where the job database and job logs live (on the volume, so they survive restarts)."""
         return self.data_root / "state"
+
+    @property
+    def jobs_db(self) -> Path:
+        """The service's job database (SQLite) on the volume."""
+        return self.state_dir / f"{self.service_name}-jobs.db"
+
+    @property
+    def logs_dir(self) -> Path:
+        """One log file per job."""
+        return self.state_dir / f"{self.service_name}-logs"
+
+    def worker_env(self) -> dict[str, str]:
+        """These settings as environment variables, so a worker process reads the same values."""
+        prefix = self.model_config.get("env_prefix", "")
+        env = {}
+        for name, value in self.model_dump().items():
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            env[f"{prefix}{name}".upper()] = str(value)
+        return env

@@ -1,0 +1,114 @@
+"""The FastAPI application of a job service, built the same way for every service.
+
+``create_service_app`` wires what both services share: settings read at start-up (not import),
+the job store and runner opened in the lifespan (orphaned jobs marked interrupted first) and
+stopped on shutdown off the event loop, RFC 9457 problem handlers, ``/healthz`` and ``/readyz``,
+and the bearer-token check on every other router. The ``*Dep`` aliases give routes what they
+need by name; tests can override the getters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+
+from jobkit.api import health_router
+from jobkit.auth import bearer_token_dependency
+from jobkit.problems import install_problem_handlers
+from jobkit.runner import JobRunner
+from jobkit.settings import ServiceSettings
+from jobkit.store import JobStore
+
+
+def get_app_settings(request: Request) -> ServiceSettings:
+    return request.app.state.settings
+
+
+def get_store(request: Request) -> JobStore:
+    return request.app.state.store
+
+
+def get_runner(request: Request) -> JobRunner:
+    return request.app.state.runner
+
+
+StoreDep = Annotated[JobStore, Depends(get_store)]
+RunnerDep = Annotated[JobRunner, Depends(get_runner)]
+
+
+def start_runner(app: FastAPI, settings: ServiceSettings, kind: str, target: str) -> None:
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    store = JobStore(settings.jobs_db, kinds=[kind])
+    runner = JobRunner(
+        store,
+        targets={kind: target},
+        log_dir=settings.logs_dir,
+        max_concurrent=settings.max_concurrent_jobs,
+        cancel_grace_s=settings.cancel_grace_s,
+        env=settings.worker_env(),
+    )
+    app.state.store, app.state.runner = store, runner
+    runner.start()  # marks orphaned running jobs interrupted first
+
+
+def readiness(app: FastAPI, noun: str) -> Callable[[], tuple[bool, str]]:
+    """Ready when the runner is started and the volume is writable."""
+
+    def check() -> tuple[bool, str]:
+        state = app.state
+        if getattr(state, "store", None) is None or getattr(state, "runner", None) is None:
+            return False, "the job runner is not started"
+        data_root = state.settings.data_root
+        if not os.access(data_root, os.W_OK):
+            return False, f"the data root {data_root} is not writable"
+        return True, f"data root {data_root} writable; {state.store.count_running()} {noun}"
+
+    return check
+
+
+def create_service_app(
+    *,
+    settings: ServiceSettings | None,
+    get_settings: Callable[[], ServiceSettings],
+    title: str,
+    summary: str,
+    kind: str,
+    target: str,
+    routers: Sequence[APIRouter],
+    folders: Callable[[ServiceSettings], Iterable[Path]] = lambda s: (),
+    running_noun: str = "job(s) running",
+) -> FastAPI:
+    """A job service: ``kind`` jobs run ``target`` ("module:function") in worker processes.
+
+    ``folders(settings)`` names the volume folders created at start-up; ``routers`` are the
+    service's own routes, all behind the token check when a token is configured.
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if app.state.settings is None:
+            app.state.settings = get_settings()
+        for folder in folders(app.state.settings):
+            Path(folder).mkdir(parents=True, exist_ok=True)
+        start_runner(app, app.state.settings, kind, target)
+        try:
+            yield
+        finally:
+            # Blocks up to cancel_grace_s while workers stop: keep it off the event loop.
+            await asyncio.to_thread(app.state.runner.stop)
+
+    app = FastAPI(title=title, version="1.0.0", summary=summary, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.store = app.state.runner = None
+    install_problem_handlers(app)
+    require_token = Depends(bearer_token_dependency(lambda: app.state.settings or get_settings()))
+    app.include_router(health_router(readiness(app, running_noun)))
+    for router in routers:
+        app.include_router(router, dependencies=[require_token])
+    return app
