@@ -57,6 +57,8 @@ PLANS = {
         ("trainer", 64, 128, 1),
         ("plain", 64, 1024, None),
     ],
+    # Where the default batch loses time: the plain step at the same batch.
+    "small-batch": [("plain", 64, 128, None), ("plain", 32, 128, None)],
     "quick": [("trainer", 8, 4, None), ("plain", 8, 4, None)],
 }
 
