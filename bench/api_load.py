@@ -31,17 +31,14 @@ from bench.common import (
     ROOT,
     RunInfo,
     Stats,
-    command_line,
-    common_parser,
     log,
     md_table,
     percentile,
     ratio,
-    replace_section,
     run_child,
     usable_cores,
 )
-from bench.data import WorkData, describe, ensure_source, scratch_root, spec_for_scale
+from bench.data import WorkData, describe, run_script, scratch_root
 
 SECTION = "api"
 TERMINAL = {"succeeded", "failed", "cancelled", "interrupted"}
@@ -372,14 +369,7 @@ def run(data: WorkData, args: argparse.Namespace, info: RunInfo) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = common_parser(__doc__)
-    add_arguments(p)
-    args = p.parse_args(argv)
-    data = ensure_source(args.work_dir, spec_for_scale(args.scale))
-    info = RunInfo.now(command_line("bench.api_load", argv), args.repeats)
-    replace_section(args.output, SECTION, run(data, args, info))
-    log(f"wrote the {SECTION} section of {args.output}")
-    return 0
+    return run_script("bench.api_load", __doc__, add_arguments, run, SECTION, argv)
 
 
 if __name__ == "__main__":

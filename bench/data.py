@@ -242,3 +242,18 @@ def scratch_root(data: WorkData, label: str) -> Path:
         shutil.rmtree(root)
     root.mkdir(parents=True)
     return root
+
+
+def run_script(module: str, doc: str | None, add_arguments, run, section: str, argv=None) -> int:
+    """The ``main`` of one benchmark script: parse its options, make sure the synthetic source
+    exists, run it and rewrite its section of the output file."""
+    from bench.common import RunInfo, command_line, common_parser, replace_section
+
+    p = common_parser(doc)
+    add_arguments(p)
+    args = p.parse_args(argv)
+    data = ensure_source(args.work_dir, spec_for_scale(args.scale))
+    info = RunInfo.now(command_line(module, argv), args.repeats)
+    replace_section(args.output, section, run(data, args, info))
+    log(f"wrote the {section} section of {args.output}")
+    return 0

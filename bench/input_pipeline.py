@@ -27,17 +27,14 @@ import time
 from bench.common import (
     RunInfo,
     Stats,
-    command_line,
-    common_parser,
     log,
     md_table,
     mib,
     ratio,
-    replace_section,
     run_child,
     usable_cores,
 )
-from bench.data import WorkData, describe, ensure_prepared, ensure_source, spec_for_scale
+from bench.data import WorkData, describe, ensure_prepared, run_script
 
 SECTION = "input"
 PROJECT_HOST, KERAS, PROJECT_DEVICE = "project", "keras", "project-device"
@@ -238,14 +235,7 @@ def run(data: WorkData, args: argparse.Namespace, info: RunInfo) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = common_parser(__doc__)
-    add_arguments(p)
-    args = p.parse_args(argv)
-    data = ensure_source(args.work_dir, spec_for_scale(args.scale))
-    info = RunInfo.now(command_line("bench.input_pipeline", argv), args.repeats)
-    replace_section(args.output, SECTION, run(data, args, info))
-    log(f"wrote the {SECTION} section of {args.output}")
-    return 0
+    return run_script("bench.input_pipeline", __doc__, add_arguments, run, SECTION, argv)
 
 
 if __name__ == "__main__":

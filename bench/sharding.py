@@ -30,13 +30,10 @@ from typing import Any
 from bench.common import (
     RunInfo,
     Stats,
-    command_line,
-    common_parser,
     log,
     md_table,
     mib,
     ratio,
-    replace_section,
     run_child,
     usable_cores,
 )
@@ -46,9 +43,8 @@ from bench.data import (
     describe,
     ensure_fraction_zip,
     ensure_prepared,
-    ensure_source,
+    run_script,
     scratch_root,
-    spec_for_scale,
 )
 
 SECTION = "sharding"
@@ -406,14 +402,7 @@ def run(data: WorkData, args: argparse.Namespace, info: RunInfo) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = common_parser(__doc__)
-    add_arguments(p)
-    args = p.parse_args(argv)
-    data = ensure_source(args.work_dir, spec_for_scale(args.scale))
-    info = RunInfo.now(command_line("bench.sharding", argv), args.repeats)
-    replace_section(args.output, SECTION, run(data, args, info))
-    log(f"wrote the {SECTION} section of {args.output}")
-    return 0
+    return run_script("bench.sharding", __doc__, add_arguments, run, SECTION, argv)
 
 
 if __name__ == "__main__":
