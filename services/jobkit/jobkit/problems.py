@@ -150,6 +150,18 @@ def field_path(loc: Sequence[str | int]) -> str:
     return out
 
 
+def invalid_field(field: str, message: str, slug: str = "validation-error") -> ProblemError:
+    """A 422 for one field that failed a check beyond the request model (same shape as the
+    request-validation problems: ``errors`` lists the field)."""
+    return ProblemError(
+        422,
+        "Invalid request",
+        f"1 invalid field: {field}: {message}",
+        type_=problem_type(slug),
+        errors=[{"field": field, "message": message}],
+    )
+
+
 def validation_errors(errors: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
     """FastAPI/pydantic errors as ``[{"field": "body.x", "message": "..."}]``."""
     out = []

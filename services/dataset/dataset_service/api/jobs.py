@@ -12,7 +12,7 @@ from dataset_service.paths import resolve_inside
 from dataset_service.prepare import JOB_KIND
 from jobkit.api import IdempotencyKey, accepted, create_job, make_jobs_router
 from jobkit.models import JobPublic
-from jobkit.problems import PROBLEM_JSON, ProblemError, problem_type
+from jobkit.problems import PROBLEM_JSON, invalid_field
 
 RESOURCE = "jobs"
 _PROBLEM = {"content": {PROBLEM_JSON: {}}, "description": "Problem details (RFC 9457)"}
@@ -26,16 +26,6 @@ def resource_key(name: str) -> str:
     return f"dataset:{name}"
 
 
-def _invalid_field(field: str, message: str) -> ProblemError:
-    return ProblemError(
-        422,
-        "Invalid request",
-        f"1 invalid field: {field}: {message}",
-        type_=problem_type("validation-error"),
-        errors=[{"field": field, "message": message}],
-    )
-
-
 def check_source_path(body: PrepareRequest, settings: SettingsDep) -> None:
     """A zip or folder source must name an existing path inside the data root (else 422)."""
     source = body.source
@@ -45,11 +35,11 @@ def check_source_path(body: PrepareRequest, settings: SettingsDep) -> None:
     try:
         path = resolve_inside(settings.data_root, source.path)
     except PathOutsideDataRoot as exc:
-        raise _invalid_field(field, exc.message) from exc
+        raise invalid_field(field, exc.message) from exc
     if source.kind == "zip" and not path.is_file():
-        raise _invalid_field(field, f"no zip file at {source.path!r} under the data root")
+        raise invalid_field(field, f"no zip file at {source.path!r} under the data root")
     if source.kind == "folder" and not path.is_dir():
-        raise _invalid_field(field, f"no folder at {source.path!r} under the data root")
+        raise invalid_field(field, f"no folder at {source.path!r} under the data root")
 
 
 @router.post(

@@ -6,20 +6,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from jobkit.problems import PROBLEM_JSON, ProblemError, problem_type
+from jobkit.problems import PROBLEM_JSON, invalid_field
 from trainer_service import reports
 
 router = APIRouter(tags=["model"])
-
-
-def _invalid(field: str, message: str) -> ProblemError:
-    return ProblemError(
-        422,
-        "Invalid request",
-        f"1 invalid field: {field}: {message}",
-        type_=problem_type("validation-error"),
-        errors=[{"field": field, "message": message}],
-    )
 
 
 @router.get(
@@ -41,9 +31,9 @@ def model_report(
     try:
         filters = resolve_width(width)
     except ValueError as exc:
-        raise _invalid("query.width", str(exc)) from exc
+        raise invalid_field("query.width", str(exc)) from exc
     try:
         parsed = parse_levels(levels)
     except ValueError as exc:
-        raise _invalid("query.levels", str(exc)) from exc
+        raise invalid_field("query.levels", str(exc)) from exc
     return reports.cached_report(filters, parsed, classes or DEFAULT_CLASSES, batch_size, memory)

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from jobkit.api import IdempotencyKey, accepted, create_job, job_response
 from jobkit.errors import JobkitError
 from jobkit.models import JobPublic, JobState
-from jobkit.problems import PROBLEM_JSON, ProblemError, problem_for, problem_type
+from jobkit.problems import PROBLEM_JSON, ProblemError, invalid_field, problem_for, problem_type
 from jobkit.runner import LOG_TAIL_BYTES
 from trainer_service import runs
 from trainer_service.api.deps import RunnerDep, SettingsDep, StoreDep
@@ -33,16 +33,6 @@ _ERRORS: dict[int | str, dict] = {404: _PROBLEM, 409: _PROBLEM, 422: _PROBLEM}
 
 router = APIRouter(prefix=PREFIX, tags=["runs"])
 RunId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9]+$")]
-
-
-def _invalid(exc: runs.InvalidRunRequest) -> ProblemError:
-    return ProblemError(
-        422,
-        "Invalid request",
-        f"1 invalid field: {exc.field}: {exc.message}",
-        type_=problem_type(exc.slug),
-        errors=[{"field": exc.field, "message": exc.message}],
-    )
 
 
 def _require(store: StoreDep, run_id: str) -> JobPublic:
@@ -81,7 +71,7 @@ def start_run(
     try:
         runs.check_request(settings.data_root, config)
     except runs.InvalidRunRequest as exc:
-        raise _invalid(exc) from exc
+        raise invalid_field(exc.field, exc.message, exc.slug) from exc
     job = create_job(store, runner, JOB_KIND, config, idempotency_key)
     return _run_response(job, settings, 202, {"Location": f"{PREFIX}/{job.id}"})
 
@@ -187,7 +177,7 @@ def resume_run(
             store, runner, settings.data_root, run_id, body.checkpoint if body else None
         )
     except runs.InvalidRunRequest as exc:
-        raise _invalid(exc) from exc
+        raise invalid_field(exc.field, exc.message, exc.slug) from exc
     except JobkitError as exc:
         raise problem_for(exc) from exc
     return accepted(runs.run_public(job, settings.data_root), f"{PREFIX}/{run_id}")
