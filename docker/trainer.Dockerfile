@@ -4,31 +4,30 @@
 FROM tensorflow/tensorflow:2.21.0-gpu AS build
 
 ENV PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PATH=/opt/venv/bin:$PATH
-# The venv sees the image's TensorFlow (system site-packages) and adds only what is missing.
-RUN python3 -m venv --system-site-packages /opt/venv
+    PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 
+# Dependencies first, from the lock, so source edits do not invalidate this layer. They go to
+# /opt/app (on PYTHONPATH), beside the image's own TensorFlow, which the lock leaves out.
 COPY requirements/trainer.lock requirements/trainer.lock
-RUN pip install --no-deps -r requirements/trainer.lock
+RUN python3 -m pip install --no-deps --target /opt/app -r requirements/trainer.lock
 
 COPY shared shared
 COPY services/jobkit services/jobkit
 COPY services/trainer services/trainer
-RUN pip install --no-deps ./shared ./services/jobkit ./services/trainer
+RUN python3 -m pip install --no-deps --target /opt/app ./shared ./services/jobkit ./services/trainer
 
 
 FROM tensorflow/tensorflow:2.21.0-gpu
 
-ENV PATH=/opt/venv/bin:$PATH \
+ENV PYTHONPATH=/opt/app \
     PYTHONUNBUFFERED=1 \
     TF_CPP_MIN_LOG_LEVEL=2 \
     KERAS_BACKEND=tensorflow \
     TRAINER_DATA_ROOT=/data \
     TRAINER_HOST=0.0.0.0 \
     TRAINER_PORT=8002
-COPY --from=build /opt/venv /opt/venv
+COPY --from=build /opt/app /opt/app
 RUN groupadd --gid 10001 app \
     && useradd --create-home --uid 10001 --gid 10001 app \
     && mkdir -p /data \
