@@ -20,7 +20,7 @@ def make_runner(store: JobStore, tmp_path: Path) -> Iterator[Callable[..., JobRu
     """Factory for runners over ``store`` that run sample_jobs; stopped after the test."""
     runners: list[JobRunner] = []
 
-    def make(*, max_concurrent: int = 2, cancel_grace_s: float = 5.0) -> JobRunner:
+    def make(*, max_concurrent: int = 2, cancel_grace_s: float = 5.0, nice: int = 0) -> JobRunner:
         runner = JobRunner(
             store,
             targets=TARGETS,
@@ -28,6 +28,7 @@ def make_runner(store: JobStore, tmp_path: Path) -> Iterator[Callable[..., JobRu
             max_concurrent=max_concurrent,
             cancel_grace_s=cancel_grace_s,
             env={"PYTHONPATH": str(REPO_ROOT)},
+            nice=nice,
         )
         runners.append(runner)
         return runner

@@ -10,6 +10,7 @@ from jobkit.store import JobStore
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_KINDS = [
     "succeed",
+    "report_niceness",
     "fail_readable",
     "out_of_memory",
     "resource_exhausted",

@@ -27,6 +27,13 @@ def succeed(ctx: JobContext) -> None:
     ctx.result({"count": count})
 
 
+def report_niceness(ctx: JobContext) -> None:
+    child = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.nice(0))"], capture_output=True, text=True
+    )
+    ctx.result({"worker": os.nice(0), "child": int(child.stdout)})
+
+
 def fail_readable(ctx: JobContext) -> None:
     raise JobFailed("dataset 'tiny' has no images", type="invalid_input")
 

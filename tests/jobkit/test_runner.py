@@ -64,6 +64,17 @@ def test_job_succeeds_with_progress_result_and_log(store: JobStore, make_runner)
     assert runner.log_tail("0123abcd") == ""
 
 
+def test_workers_and_their_children_run_at_lower_priority(store: JobStore, make_runner) -> None:
+    runner = make_runner(nice=7)
+    runner.start()
+    job = store.create("report_niceness", {})
+    runner.wake()
+    done = wait_terminal(store, job.id)
+    assert done.state == JobState.SUCCEEDED, done.error
+    base = os.nice(0)
+    assert done.result == {"worker": min(base + 7, 19), "child": min(base + 7, 19)}
+
+
 def test_job_failed_message(store: JobStore, make_runner) -> None:
     runner = make_runner()
     runner.start()

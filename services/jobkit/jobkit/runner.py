@@ -118,6 +118,8 @@ class JobRunner:
     targets: job kind -> ``"module:function"`` (a ``fn(ctx: JobContext) -> None``).
     log_dir: each job's stdout/stderr and log go to ``<log_dir>/<job_id>.log``.
     env: extra environment variables for the workers (on top of this process's environment).
+    nice: niceness added to each worker (and so its child processes), so that the server's
+    status calls win the CPU over the job's work.
 
     Lifecycle: ``start()`` at service startup, ``wake()`` after creating a job,
     ``cancel(id)`` from the cancel route, ``stop()`` at shutdown.
@@ -132,6 +134,7 @@ class JobRunner:
         max_concurrent: int = 1,
         cancel_grace_s: float = 30.0,
         env: Mapping[str, str] | None = None,
+        nice: int = 0,
     ) -> None:
         if max_concurrent < 1:
             raise ValueError("max_concurrent must be at least 1")
@@ -140,6 +143,7 @@ class JobRunner:
         self.log_dir = Path(log_dir)
         self.max_concurrent = max_concurrent
         self.cancel_grace_s = cancel_grace_s
+        self.nice = nice
         self.env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
         self._children: dict[str, _Child] = {}
         self._lock = threading.RLock()
@@ -327,6 +331,8 @@ class JobRunner:
             job.id,
             "--target",
             target,
+            "--nice",
+            str(self.nice),
         ]
         try:
             with log_path.open("ab") as log_file:
@@ -386,10 +392,12 @@ class JobRunner:
             else:
                 state = JobState.FAILED
                 error = JobError(type="killed", message=how)
+            # Log first: a client that sees the final state also finds the reason in the log.
+            self._append_log(child.job_id, f"{how}; job {state}")
             self.store.finish(child.job_id, state, error)
             logger.warning("job %s %s: %s", child.job_id, state, error.message)
-            job = self.store.get(child.job_id)
-        self._append_log(child.job_id, f"{how}; job {job.state if job else 'gone'}")
+        else:
+            self._append_log(child.job_id, f"{how}; job {job.state if job else 'gone'}")
 
     def _append_log(self, job_id: str, line: str) -> None:
         with contextlib.suppress(OSError), self.log_path(job_id).open("ab") as f:

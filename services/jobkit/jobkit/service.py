@@ -52,6 +52,7 @@ def start_runner(app: FastAPI, settings: ServiceSettings, kind: str, target: str
         max_concurrent=settings.max_concurrent_jobs,
         cancel_grace_s=settings.cancel_grace_s,
         env=settings.worker_env(),
+        nice=settings.worker_nice,
     )
     app.state.store, app.state.runner = store, runner
     runner.start()  # marks orphaned running jobs interrupted first

@@ -31,6 +31,9 @@ class ServiceSettings(BaseSettings):
         description="When set, every endpoint but health needs 'Authorization: Bearer <token>'.",
     )
     max_concurrent_jobs: int = Field(1, ge=1, description="Jobs running at once; the rest queue.")
+    worker_nice: int = Field(
+        10, ge=0, le=19, description="Niceness of job workers: the API stays responsive under load."
+    )
     cancel_grace_s: float = Field(
         30.0, gt=0, description="Seconds a cancelled worker gets after SIGTERM before SIGKILL."
     )

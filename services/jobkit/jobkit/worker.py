@@ -236,7 +236,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--job", required=True, help="job id")
     parser.add_argument("--target", required=True, help="job function, 'module:function'")
     parser.add_argument("--state-dir", type=Path, default=None, help="default: the db's folder")
+    parser.add_argument(
+        "--nice", type=int, default=0, help="lower this process's (and its children's) priority"
+    )
     args = parser.parse_args(argv)
+    if args.nice > 0:
+        # The service shares the machine with its workers: it answers status calls first.
+        os.nice(args.nice)
 
     logging.basicConfig(
         stream=sys.stderr,
