@@ -7,12 +7,13 @@ import re
 
 import pytest
 
+from jobkit.files import atomic_write_json
 from shard_format.metadata import load_metadata
 from shard_format.schema import dataset_dir
 from tests.trainer.support import TOY, TOY_CLASSES, TOY_TEST_IMAGES, TOY_VAL_PER_CLASS, tiny_config
 from trainer_service import predict
 from trainer_service.training import loop
-from trainer_service.training.files import RunPaths, atomic_write_json
+from trainer_service.training.files import RunPaths
 
 LINE = re.compile(r"^test_(\d+)\.JPEG (n\d{8})$")
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from dataset_service.errors import ChecksumMismatch, SourceError, UnsafeArchive
-from dataset_service.files import CHUNK, file_digest, read_json, write_json_atomic
+from dataset_service.files import CHUNK, file_digest, read_json
 from dataset_service.layout import find_root
 from dataset_service.paths import (
     download_file_name,
@@ -36,6 +36,7 @@ from dataset_service.paths import (
     relative_to_root,
     resolve_inside,
 )
+from jobkit.files import atomic_write_json
 
 if TYPE_CHECKING:
     from dataset_service.config import Settings
@@ -239,7 +240,7 @@ def extract_zip(
                 if i % 256 == 0:
                     check_stop()
         if marker is not None:
-            write_json_atomic(partial / MARKER_FILE, marker)
+            atomic_write_json(partial / MARKER_FILE, marker)
         _replace_dir(partial, dest)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
@@ -285,7 +286,7 @@ def generate_synthetic(
     partial = dest.with_name(f".{dest.name}.partial-{os.getpid()}")
     try:
         generate(partial, spec, processes=processes, progress=progress)
-        write_json_atomic(partial / MARKER_FILE, marker)
+        atomic_write_json(partial / MARKER_FILE, marker)
         _replace_dir(partial, dest)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)

@@ -5,10 +5,10 @@ Plan. Each split's file list is sorted, then shuffled with ``numpy`` seeded by
 mixes classes and the same input and seed always give the same shards.
 
 Write. Each shard is written by a worker process (``spawn``: TensorFlow is imported there)
-to ``<final>.tmp-<pid>``, fsynced and renamed to its final name only when complete; then a
-sidecar ``.write-state/<final>.json`` records the shard's task key, record count, size and
-SHA-256. ``shard_format.records.serialize`` is deterministic, so the bytes do not depend on the
-process that wrote them.
+to ``<final>.tmp-<pid>`` and fsynced; a sidecar ``.write-state/<final>.json`` records the
+shard's task key, record count, size and SHA-256; then the shard is renamed to its final name.
+``shard_format.records.serialize`` is deterministic, so the bytes do not depend on the process
+that wrote them.
 
 Resume. Before writing, a shard is kept when its sidecar has the same task key (a hash of the
 writer version, the shard's name and every item's path, label, wnid, size and mtime) and the
@@ -36,8 +36,9 @@ from pathlib import Path
 import numpy as np
 
 from dataset_service.errors import BadImage, ShardCountError
-from dataset_service.files import file_digest, fsync_dir, read_json, write_json_atomic
+from dataset_service.files import file_digest, fsync_dir, read_json
 from dataset_service.images import load_jpeg
+from jobkit.files import atomic_write_json
 from shard_format.schema import SPLITS, parse_shard_file_name, shard_file_name
 
 #: Bump whenever the bytes written for the same input change.
@@ -215,27 +216,27 @@ def write_shard(
                     report(task.file_name, i)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
-        sha256 = file_digest(tmp)
-        num_bytes = tmp.stat().st_size
+        result = ShardResult(
+            split=task.split,
+            index=task.index,
+            file_name=task.file_name,
+            num_records=num_records,
+            num_bytes=tmp.stat().st_size,
+            sha256=file_digest(tmp),
+            key=task.key(),
+            re_encoded=re_encoded,
+            skipped=skipped,
+        )
+        # Sidecar first, then the rename: a final shard name always has its sidecar. (A sidecar
+        # whose shard never got its final name is ignored by the resume check.)
+        sidecar = sidecar_path(out, task.file_name)
+        sidecar.parent.mkdir(exist_ok=True)
+        atomic_write_json(sidecar, asdict(result))
         os.replace(tmp, final)
         fsync_dir(out)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    result = ShardResult(
-        split=task.split,
-        index=task.index,
-        file_name=task.file_name,
-        num_records=num_records,
-        num_bytes=num_bytes,
-        sha256=sha256,
-        key=task.key(),
-        re_encoded=re_encoded,
-        skipped=skipped,
-    )
-    sidecar = sidecar_path(out, task.file_name)
-    sidecar.parent.mkdir(exist_ok=True)
-    write_json_atomic(sidecar, asdict(result))
     if report is not None:
         report(task.file_name, len(task.items))
     return result

@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import trainer_service  # noqa: F401  (sets the TensorFlow environment before it is imported)
+from jobkit.files import atomic_write_json, atomic_write_text
 from shard_format.metadata import DatasetMetadata, load_metadata
 from shard_format.schema import dataset_dir
 from trainer_service.training.data import test_images, val_pipeline
-from trainer_service.training.files import RunPaths, atomic_write_json, atomic_write_text
+from trainer_service.training.files import RunPaths
 
 PREDICT_BATCH = 256
 _TEST_INDEX = re.compile(r"(\d+)")

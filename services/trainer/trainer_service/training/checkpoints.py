@@ -29,13 +29,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from jobkit.files import atomic_write_json
 from trainer_service.training.files import (
     CHECKPOINT_SUFFIX,
     RUNS_DIR,
     RunPaths,
     atomic_copy,
     atomic_save_model,
-    atomic_write_json,
     read_json,
 )
 from trainer_service.training.history import read_history, truncate_history

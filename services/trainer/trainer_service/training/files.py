@@ -20,10 +20,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from jobkit.files import temp_path
 
 RUNS_DIR = "runs"
 CHECKPOINT_SUFFIX = ".keras"
@@ -107,32 +108,6 @@ class RunPaths:
         self.tensorboard.mkdir(parents=True, exist_ok=True)
 
 
-def _temp_path(path: Path, suffix: str = "") -> Path:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{suffix}")
-    os.close(fd)
-    return Path(tmp)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to a temp file beside ``path``, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_path(path)
-    try:
-        with tmp.open("w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, value: Any) -> None:
-    atomic_write_text(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
-
-
 def read_json(path: Path) -> Any | None:
     """The JSON in ``path``, or None if the file does not exist."""
     try:
@@ -148,7 +123,7 @@ def atomic_save_model(model, path: Path) -> None:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_path(path, CHECKPOINT_SUFFIX)  # Keras insists on the .keras suffix
+    tmp = temp_path(path, CHECKPOINT_SUFFIX)  # Keras insists on the .keras suffix
     try:
         model.save(tmp)
         os.replace(tmp, path)
@@ -159,7 +134,7 @@ def atomic_save_model(model, path: Path) -> None:
 
 def atomic_copy(source: Path, dest: Path) -> None:
     """Copy ``source`` to ``dest`` through a temp file and a rename."""
-    tmp = _temp_path(Path(dest), Path(dest).suffix)
+    tmp = temp_path(Path(dest), Path(dest).suffix)
     try:
         shutil.copyfile(source, tmp)
         os.replace(tmp, dest)

@@ -12,7 +12,8 @@ import io
 from collections.abc import Mapping
 from typing import Any
 
-from trainer_service.training.files import RunPaths, atomic_write_json, atomic_write_text, read_json
+from jobkit.files import atomic_write_json, atomic_write_text
+from trainer_service.training.files import RunPaths, read_json
 
 #: Columns of history.csv, in order (``epoch`` is the 1-based number of the completed epoch).
 COLUMNS = (

@@ -30,6 +30,7 @@ import keras
 import numpy as np
 
 from jobkit.errors import JobFailed
+from jobkit.files import atomic_write_json
 from shard_format.preprocess import Preprocess
 from trainer_service.model.resnet import build_resnet
 from trainer_service.training import checkpoints
@@ -45,7 +46,7 @@ from trainer_service.training.callbacks import (
 )
 from trainer_service.training.config import TrainConfig
 from trainer_service.training.data import input_pipelines, load_dataset
-from trainer_service.training.files import RunPaths, atomic_save_model, atomic_write_json
+from trainer_service.training.files import RunPaths, atomic_save_model
 from trainer_service.training.history import read_history, truncate_history
 from trainer_service.training.runtime import Runtime, resolve_runtime
 from trainer_service.training.schedule import schedule_for
