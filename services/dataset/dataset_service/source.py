@@ -19,7 +19,8 @@ import shutil
 import stat
 import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -205,11 +206,8 @@ def extract_zip(
     is not a readable zip. Nothing is left at ``dest`` (nor half-extracted) on failure.
     """
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_partials(dest)
-    partial = dest.with_name(f".{dest.name}.partial-{os.getpid()}")
-    partial.mkdir()
-    try:
+    with _build_into(dest, marker) as partial:
+        partial.mkdir()
         try:
             zf = zipfile.ZipFile(zip_path)
         except (zipfile.BadZipFile, OSError) as exc:
@@ -239,13 +237,24 @@ def extract_zip(
                 progress(i, len(members))
                 if i % 256 == 0:
                     check_stop()
+    return dest
+
+
+@contextmanager
+def _build_into(dest: Path, marker: dict[str, Any] | None) -> Iterator[Path]:
+    """Yield a partial folder beside ``dest`` to fill; on success write ``marker`` into it and
+    swap it in for ``dest``; on any failure delete it. ``dest`` is never half-built."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_partials(dest)
+    partial = dest.with_name(f".{dest.name}.partial-{os.getpid()}")
+    try:
+        yield partial
         if marker is not None:
             atomic_write_json(partial / MARKER_FILE, marker)
         _replace_dir(partial, dest)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    return dest
 
 
 def _remove_stale_partials(dest: Path) -> None:
@@ -281,16 +290,8 @@ def generate_synthetic(
     from dataset_service.synthetic import generate
 
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_partials(dest)
-    partial = dest.with_name(f".{dest.name}.partial-{os.getpid()}")
-    try:
+    with _build_into(dest, marker) as partial:
         generate(partial, spec, processes=processes, progress=progress)
-        atomic_write_json(partial / MARKER_FILE, marker)
-        _replace_dir(partial, dest)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
     return dest
 
 
