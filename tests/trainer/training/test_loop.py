@@ -47,7 +47,12 @@ def _float32_policy():
 def test_learns_the_toy_dataset_and_leaves_a_complete_run_folder(data_root, tmp_path):
     """4 classes (chance 0.25): val accuracy must end far above chance."""
     config = tiny_config(
-        epochs=4, batch_size=8, learning_rate=0.05, schedule="cosine", keep_checkpoints=2
+        # 0.02: at 0.05 about 1 run in 5 diverged to chance (training order is not deterministic)
+        epochs=4,
+        batch_size=8,
+        learning_rate=0.02,
+        schedule="cosine",
+        keep_checkpoints=2,
     )
     paths = RunPaths(tmp_path / "run")
     ctx = LocalContext()
@@ -61,7 +66,7 @@ def test_learns_the_toy_dataset_and_leaves_a_complete_run_folder(data_root, tmp_
     assert [r["step"] for r in history] == [steps, 2 * steps, 3 * steps, 4 * steps]
     # the cosine schedule really drives the optimizer: rates fall epoch by epoch
     rates = [r["learning_rate"] for r in history]
-    assert rates[0] == pytest.approx(0.05) and all(np.diff(rates) < 0)
+    assert rates[0] == pytest.approx(0.02) and all(np.diff(rates) < 0)
     assert all(set(COLUMNS) <= set(r) for r in history)
     assert all(r["images_per_s"] > 0 and r["epoch_time_s"] > 0 for r in history)
     assert paths.history_csv.read_text().splitlines()[0] == ",".join(COLUMNS)
