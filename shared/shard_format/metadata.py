@@ -8,8 +8,6 @@ version it does not know before looking at anything else.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -115,20 +113,3 @@ def load_metadata(dataset_dir: Path) -> DatasetMetadata:
     raw = json.loads(path.read_text())
     check_schema_version(raw)
     return DatasetMetadata.model_validate(raw)
-
-
-def write_metadata(dataset_dir: Path, metadata: DatasetMetadata) -> Path:
-    """Write the metadata atomically (temp file, fsync, rename): no reader sees half of it."""
-    dataset_dir = Path(dataset_dir)
-    path = dataset_dir / METADATA_FILE
-    fd, tmp = tempfile.mkstemp(dir=dataset_dir, prefix=f".{METADATA_FILE}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(metadata.model_dump_json(indent=2))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path

@@ -1,8 +1,10 @@
 import json
+import os
+import stat
 
 import pytest
 
-from jobkit.files import atomic_write_json, atomic_write_text
+from jobkit.files import atomic_write_json, atomic_write_text, temp_path
 
 
 def test_atomic_write_replaces_the_file_and_leaves_no_temp(tmp_path):
@@ -20,3 +22,19 @@ def test_failed_write_keeps_the_old_file(tmp_path):
         atomic_write_json(path, {"not json": object()})
     assert path.read_text() == "epoch\n1\n"
     assert [p.name for p in tmp_path.iterdir()] == ["history.csv"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_written_files_honour_the_umask_like_open_does(tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        atomic_write_text(tmp_path / "written.txt", "x")
+        tmp = temp_path(tmp_path / "model.keras", ".keras")
+        (tmp_path / "plain.txt").write_text("x")
+    finally:
+        os.umask(previous)
+    want = stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode)
+    assert want == 0o666 & ~umask
+    assert stat.S_IMODE((tmp_path / "written.txt").stat().st_mode) == want
+    assert stat.S_IMODE(tmp.stat().st_mode) == want
+    assert tmp.name.startswith(".model.") and tmp.name.endswith(".tmp.keras")

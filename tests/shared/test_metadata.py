@@ -2,6 +2,7 @@ import json
 
 import pytest
 
+from dataset_service.datasets import write_metadata
 from shard_format.metadata import (
     ClassInfo,
     DatasetMetadata,
@@ -10,7 +11,6 @@ from shard_format.metadata import (
     ShardInfo,
     SplitInfo,
     load_metadata,
-    write_metadata,
 )
 from shard_format.schema import METADATA_FILE, SCHEMA_VERSION
 

@@ -2,13 +2,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from dataset_service.datasets import write_metadata
 from shard_format.metadata import (
     ClassInfo,
     DatasetMetadata,
     Provenance,
     ShardInfo,
     SplitInfo,
-    write_metadata,
 )
 from shard_format.pipeline import build_dataset, build_split, fits_in_memory
 from tests.utils.shards import write_shards

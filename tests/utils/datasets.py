@@ -11,13 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
+from dataset_service.datasets import write_metadata
 from shard_format.metadata import (
     ClassInfo,
     DatasetMetadata,
     Provenance,
     ShardInfo,
     SplitInfo,
-    write_metadata,
 )
 from shard_format.schema import TEST, TRAIN, UNLABELED, VAL, dataset_dir, shard_file_name
 from tests.utils.shards import jpeg_bytes

@@ -9,10 +9,18 @@ from pydantic import ValidationError
 
 from dataset_service.models import DatasetDetail, DatasetSummary, SplitSummary
 from dataset_service.paths import relative_to_root
+from jobkit.files import atomic_write_text
 from shard_format.metadata import DatasetMetadata, SchemaVersionError, load_metadata
-from shard_format.schema import dataset_dir, datasets_root
+from shard_format.schema import METADATA_FILE, dataset_dir, datasets_root
 
 log = logging.getLogger(__name__)
+
+
+def write_metadata(folder: Path, metadata: DatasetMetadata) -> Path:
+    """Write a dataset's metadata atomically: no reader sees half of it. Returns its path."""
+    path = Path(folder) / METADATA_FILE
+    atomic_write_text(path, metadata.model_dump_json(indent=2))
+    return path
 
 
 def _summary(data_root: Path, metadata: DatasetMetadata) -> dict:

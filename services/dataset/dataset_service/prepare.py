@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from dataset_service.config import Settings, get_settings
+from dataset_service.datasets import write_metadata
 from dataset_service.errors import PrepareError
 from dataset_service.layout import Layout, validate
 from dataset_service.layout_names import IMAGES_DIR, TEST_DIR, TRAIN_DIR
@@ -45,7 +46,6 @@ from shard_format.metadata import (
     Provenance,
     ShardInfo,
     SplitInfo,
-    write_metadata,
 )
 from shard_format.schema import (
     LABELED_SPLITS,

@@ -1,23 +1,32 @@
 """Crash-safe writes for job outputs: a reader (or a resume after SIGKILL) never sees half a file.
 
-Each write goes to a temporary file beside the target, is fsynced, then renamed over it.
+Each write goes to a temporary file beside the target, is fsynced, then renamed over it. The
+files get the mode an ordinary ``open`` would give them (0666 less the umask: 0644 by default),
+so people and containers under other uids can read the shared volume.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any
 
 
 def temp_path(path: Path, suffix: str = "") -> Path:
-    """A new empty temporary file in ``path``'s folder (hidden, ``.tmp`` + ``suffix``)."""
+    """A new empty temporary file in ``path``'s folder (hidden, ``.tmp`` + ``suffix``).
+
+    Unlike ``tempfile.mkstemp`` (always 0600), its mode honours the umask.
+    """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{suffix}")
-    os.close(fd)
-    return Path(tmp)
+    while True:
+        tmp = path.parent / f".{path.stem}.{secrets.token_hex(6)}.tmp{suffix}"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
 
 
 def atomic_write_text(path: Path, text: str) -> None:
