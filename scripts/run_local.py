@@ -79,9 +79,13 @@ class Service:
 
 
 def service_env(name: str, compose: dict, data_root: Path, port: int, token: str | None) -> dict:
-    """The container's environment from compose, re-pointed at a local folder and port."""
+    """The container's environment from compose, re-pointed at a local folder and port.
+
+    Variables compose forwards only when the host sets them render as None: left out here too.
+    """
     prefix = SERVICES[name][1]
-    env = {k: str(v) for k, v in (compose["services"][name].get("environment") or {}).items()}
+    environment = compose["services"][name].get("environment") or {}
+    env = {k: str(v) for k, v in environment.items() if v is not None}
     env.update(
         {
             f"{prefix}DATA_ROOT": str(data_root),

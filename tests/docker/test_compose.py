@@ -48,26 +48,44 @@ def duration_s(text: str) -> float:
     return sum(float(n) * units[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)([hms])", text))
 
 
-def dockerfile(name: str) -> str:
-    return (REPO_ROOT / "docker" / f"{name}.Dockerfile").read_text()
+def dockerfile_stages() -> dict[str, str]:
+    """docker/Dockerfile's stages by name: ``FROM ... AS name`` up to the next ``FROM``."""
+    text = (REPO_ROOT / "docker" / "Dockerfile").read_text()
+    parts = re.split(r"^FROM \S+ AS (\S+)$", text, flags=re.M)
+    return dict(zip(parts[1::2], parts[2::2], strict=True))
+
+
+def stage(name: str) -> str:
+    return dockerfile_stages()[name]
+
+
+def instruction_json(text: str, keyword: str) -> list[str]:
+    """The exec-form JSON of an instruction (``CMD [...]``, ``HEALTHCHECK ... CMD [...]``)."""
+    (match,) = re.findall(rf"^{keyword}.*?(\[.*\])$", text.replace("\\\n", " "), flags=re.M)
+    return json.loads(match)
 
 
 def env_prefix(settings_cls) -> str:
     return settings_cls.model_config["env_prefix"]
 
 
+def test_every_service_is_a_target_of_the_one_dockerfile(compose):
+    for name, service in compose["services"].items():
+        assert service["build"]["dockerfile"] == "docker/Dockerfile"
+        assert service["build"]["target"] == name
+        assert name in dockerfile_stages()
+        assert service["pull_policy"] == "build"  # never looked for in a registry
+
+
 @pytest.mark.parametrize("name", SERVICES)
-def test_command_resolves_to_an_importable_app(compose, name):
-    command = compose["services"][name]["command"]
+def test_command_resolves_to_an_importable_app(name):
+    command = instruction_json(stage(name), "CMD")
     assert command[:2] == ["python", "-m"]
     module = command[2]
     assert importlib.util.find_spec(f"{module}.__main__") is not None
     app = importlib.import_module(f"{module}.main").app
     assert {"/healthz", "/readyz"} <= set(app.openapi()["paths"])
-    # The image runs the same command when started without compose.
-    assert f"CMD {json.dumps(command)}".replace(", ", ", ") in dockerfile(name).replace(
-        '", "', '", "'
-    )
+    assert instruction_json(stage(name), "ENTRYPOINT") == ["tini", "--"]
 
 
 @pytest.mark.parametrize("name", SERVICES)
@@ -79,9 +97,22 @@ def test_environment_names_exist_in_the_settings_class(compose, name):
     assert environment, "compose sets no environment"
     unknown = {key for key in environment if key not in fields}
     assert not unknown, f"{name}: compose sets variables no setting reads: {sorted(unknown)}"
-    # The Dockerfile's ENV lines, too.
-    for key in re.findall(rf"\b({prefix}[A-Z_]+)=", dockerfile(name)):
-        assert key in fields, f"{name}.Dockerfile sets {key}, which no setting reads"
+    # The image's ENV lines, too.
+    for key in re.findall(rf"\b({prefix}[A-Z_]+)=", stage(name)):
+        assert key in fields, f"the {name} image sets {key}, which no setting reads"
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_compose_forwards_only_what_the_host_sets(compose, name):
+    # Unset on the host: None, so the container gets the image's or the settings' default.
+    environment = compose["services"][name]["environment"]
+    token = f"{env_prefix(SERVICES[name])}API_TOKEN"
+    assert {k: v for k, v in environment.items() if k != token} == dict.fromkeys(
+        set(environment) - {token}
+    )
+    # A bare name unset on the host reaches the engine as "unset": it would drop the image's ENV.
+    image_env = set(re.findall(r"\b([A-Z][A-Z_]+)=", stage(name)))
+    assert not (set(environment) & image_env)
 
 
 @pytest.mark.parametrize("name", SERVICES)
@@ -89,12 +120,11 @@ def test_ports_match_the_settings_default(compose, name):
     settings_cls = SERVICES[name]
     default_port = settings_cls.model_fields["port"].default
     service = compose["services"][name]
-    assert service["environment"][f"{env_prefix(settings_cls)}PORT"] == str(default_port)
     targets = {p["target"] for p in service["ports"]}
     assert targets == {default_port}
     assert all(p["host_ip"] == "127.0.0.1" for p in service["ports"])  # loopback unless asked
-    assert f"EXPOSE {default_port}" in dockerfile(name)
-    assert f"{env_prefix(settings_cls)}PORT={default_port}" in dockerfile(name)
+    assert f"EXPOSE {default_port}" in stage(name)
+    assert f"{env_prefix(settings_cls)}PORT={default_port}" in stage(name)
 
 
 @pytest.mark.parametrize("name", SERVICES)
@@ -102,25 +132,22 @@ def test_volume_is_mounted_where_the_settings_look(compose, name):
     service = compose["services"][name]
     mounts = {(v["source"], v["target"]) for v in service["volumes"] if v["type"] == "volume"}
     assert mounts == {("data", str(DEFAULT_DATA_ROOT))}
-    assert service["environment"][f"{env_prefix(SERVICES[name])}DATA_ROOT"] == str(
-        DEFAULT_DATA_ROOT
-    )
+    assert f"{env_prefix(SERVICES[name])}DATA_ROOT={DEFAULT_DATA_ROOT}" in stage(name)
 
 
 @pytest.mark.parametrize("name", SERVICES)
-def test_healthcheck_probes_the_service_port(compose, name):
+def test_healthcheck_probes_the_service_port(name):
     probe = ["python", "-m", "jobkit.healthcheck", f"{env_prefix(SERVICES[name])}PORT"]
-    assert compose["services"][name]["healthcheck"]["test"] == ["CMD", *probe]
-    assert f"CMD {json.dumps(probe)}" in dockerfile(name)
+    assert instruction_json(stage(name), "HEALTHCHECK") == probe
 
 
 def test_tensorboard_reads_the_trainers_runs_on_the_same_volume(compose):
     from trainer_service.training.checkpoints import RUNS_DIR
 
-    tensorboard = compose["services"]["tensorboard"]
-    logdir = tensorboard["command"][tensorboard["command"].index("--logdir") + 1]
+    command = instruction_json(stage("tensorboard"), "CMD")
+    logdir = command[command.index("--logdir") + 1]
     assert logdir == str(DEFAULT_DATA_ROOT / RUNS_DIR)
-    (volume,) = tensorboard["volumes"]
+    (volume,) = compose["services"]["tensorboard"]["volumes"]
     assert (volume["source"], volume["target"], volume["read_only"]) == (
         "data",
         str(DEFAULT_DATA_ROOT),
@@ -133,16 +160,30 @@ def test_trainer_gets_a_gpu_and_time_to_checkpoint(compose):
     (device,) = trainer["deploy"]["resources"]["reservations"]["devices"]
     assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
     grace = TrainerSettings.model_fields["cancel_grace_s"].default
-    assert trainer["environment"]["TRAINER_CANCEL_GRACE_S"] == str(int(grace))
     stop_grace_s = duration_s(trainer["stop_grace_period"])
     assert stop_grace_s > grace
     assert trainer["depends_on"]["dataset"]["condition"] == "service_healthy"
 
 
-def test_cpu_override_drops_only_the_gpu_reservation(compose):
+def test_cpu_override_builds_the_cpu_trainer_without_the_gpu_reservation(compose):
     cpu = render(REPO_ROOT / "docker-compose.yml", CPU_OVERRIDE)
-    assert "deploy" not in cpu["services"]["trainer"]
-    assert cpu["services"]["trainer"]["command"] == compose["services"]["trainer"]["command"]
+    trainer = cpu["services"]["trainer"]
+    assert "deploy" not in trainer
+    assert trainer["build"]["args"]["ACCELERATOR"] == "cpu"
+    assert trainer["image"] != compose["services"]["trainer"]["image"]  # both variants can coexist
+    # The GPU stack leaves the choice to the Dockerfile's default: the CUDA build.
+    assert "ACCELERATOR" not in compose["services"]["trainer"]["build"].get("args", {})
+    assert re.search(r"^ARG ACCELERATOR=cuda$", stage("trainer-build"), flags=re.M)
+
+
+def test_build_takes_the_base_image_and_extra_ca_from_the_host():
+    rendered = render(env={"BASE_IMAGE": "local/base:1", "EXTRA_CA_CERTS": "PEM"})
+    for service in rendered["services"].values():
+        assert service["build"]["args"]["BASE_IMAGE"] == "local/base:1"
+        assert service["build"]["args"]["EXTRA_CA_CERTS"] == "PEM"
+    # The CA is used in the build stage only: no final image stage names it.
+    for name in (*SERVICES, "tensorboard"):
+        assert "EXTRA_CA_CERTS" not in stage(name)
 
 
 def test_one_token_reaches_both_services():

@@ -1,0 +1,169 @@
+"""The product as users run it: the images as built, ``docker compose up`` with the CPU override,
+then the HTTP flow the README documents. The tests run in file order and share one stack.
+
+Run alone: ``./scripts/container-test.sh`` (``./scripts/test.sh`` runs it when an engine answers).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from scripts.run_local import poll, show_prepare, show_training
+from shard_format.schema import METADATA_FILE, dataset_dir
+from tests.compose.stack import SERVICES, Stack
+from trainer_service.training.checkpoints import RUNS_DIR
+
+pytestmark = pytest.mark.slow
+
+DATASET = "syn-compose"
+SYNTHETIC = {"kind": "synthetic", "classes": 4, "train_per_class": 48, "val_per_class": 8,
+             "test_images": 8, "seed": 3}  # fmt: skip
+RUN = {"dataset": DATASET, "width": "half", "levels": [1, 1, 1, 1], "batch_size": 32,
+       "learning_rate": 0.02, "schedule": "constant", "seed": 1}  # fmt: skip
+TOKEN = "compose-test-token"
+#: Each image imports every module of the project's packages it ships (its lock alone must
+#: provide what they import), and the trainer's backends.
+IMAGE_PACKAGES = {
+    "dataset": ["shard_format", "jobkit", "dataset_service"],
+    "trainer": ["shard_format", "jobkit", "trainer_service", "jax", "tensorflow"],
+}
+FIRST_PARTY = ("shard_format", "jobkit", "dataset_service", "trainer_service")
+IMPORT_ALL = f"""
+import importlib, pkgutil, sys
+for name in sys.argv[1:]:
+    package = importlib.import_module(name)
+    if name in {FIRST_PARTY!r}:
+        for module in pkgutil.walk_packages(package.__path__, name + "."):
+            importlib.import_module(module.name)
+print("imported", *sys.argv[1:])
+"""
+
+
+def wait_for(client: httpx.Client, location: str, timeout: float = 900) -> dict:
+    show = show_training if location.startswith("/v1/runs") else show_prepare
+    return poll(client, location, show, timeout, interval=1.0)
+
+
+def test_stack_comes_up_healthy(stack: Stack):
+    states = {c["Service"]: (c["State"], c.get("Health")) for c in stack.containers()}
+    assert states == {name: ("running", "healthy") for name in SERVICES}
+    print(f"timings: {stack.timings}")
+
+
+@pytest.mark.parametrize("service", ["dataset", "trainer", "tensorboard"])
+def test_containers_run_as_the_unprivileged_user(stack: Stack, service):
+    assert stack.exec(service, "id", "-u").strip() == "10001"
+
+
+@pytest.mark.parametrize("service", IMAGE_PACKAGES)
+def test_every_module_imports_in_its_image(stack: Stack, service):
+    packages = IMAGE_PACKAGES[service]
+    out = stack.exec(service, "python", "-c", IMPORT_ALL, *packages)
+    assert out.split()[-len(packages) - 1 :] == ["imported", *packages], out
+
+
+def test_prepare_train_and_watch_in_tensorboard(stack: Stack):
+    with stack.client("dataset") as dataset:
+        response = dataset.post("/v1/jobs", json={"name": DATASET, "source": SYNTHETIC})
+        assert response.status_code == 202, response.text
+        job = wait_for(dataset, response.headers["Location"])
+        assert job["state"] == "succeeded", job
+        info = dataset.get(f"/v1/datasets/{DATASET}").raise_for_status().json()
+        assert info["splits"]["train"]["num_records"] == 4 * 48
+
+    with stack.client("trainer") as trainer:
+        response = trainer.post("/v1/runs", json={**RUN, "epochs": 2})
+        assert response.status_code == 202, response.text
+        location = response.headers["Location"]
+        run = wait_for(trainer, location)
+        assert run["state"] == "succeeded", run
+        # The image's default: Keras on JAX (here on the CPU).
+        assert run["result"]["runtime"]["backend"] == "jax"
+        history = trainer.get(f"{location}/history").raise_for_status().json()
+        assert [row["epoch"] for row in history] == [1, 2]
+        checkpoints = trainer.get(f"{location}/checkpoints").raise_for_status().json()
+        assert {c["epoch"] for c in checkpoints if c["kind"] == "epoch"} == {1, 2}
+
+    # TensorBoard (its own image, the volume read-only) lists the run's event folders.
+    deadline = time.monotonic() + 90
+    with stack.client("tensorboard") as tensorboard:
+        while True:
+            runs = tensorboard.get("/data/runs").raise_for_status().json()
+            if any(name.startswith(run["id"]) for name in runs):
+                break
+            assert time.monotonic() < deadline, f"TensorBoard lists {runs}, not {run['id']}"
+            time.sleep(2)
+
+    # Everything on the volume is readable by another uid (here: nobody, in another container).
+    unreadable = stack.exec(
+        "tensorboard",
+        "find", "/data", "(", "-type", "f", "!", "-perm", "-o=r", ")",
+        "-o", "(", "-type", "d", "!", "-perm", "-o=rx", ")",
+        user="65534",
+    )  # fmt: skip
+    assert unreadable.strip() == ""
+    metadata = dataset_dir(Path("/data"), DATASET) / METADATA_FILE
+    assert DATASET in stack.exec("tensorboard", "cat", str(metadata), user="65534")
+    model = f"/data/{RUNS_DIR}/{run['id']}/model.keras"
+    stack.exec("tensorboard", "test", "-r", model, user="65534")
+
+
+def test_stop_the_trainer_mid_run_then_resume(stack: Stack):
+    with stack.client("trainer") as trainer:
+        response = trainer.post("/v1/runs", json={**RUN, "epochs": 3})
+        assert response.status_code == 202, response.text
+        location = response.headers["Location"]
+        deadline = time.monotonic() + 600
+        while True:
+            run = trainer.get(location).raise_for_status().json()
+            assert run["state"] in ("queued", "running"), run
+            if run["training"]["completed_epochs"] >= 1:
+                break
+            assert time.monotonic() < deadline, run
+            time.sleep(0.5)
+
+    stack.timed("stop_trainer_s", "stop", "trainer")
+    stack.up()  # starts the stopped trainer again and waits for it to be healthy
+    with stack.client("trainer") as trainer:
+        run = trainer.get(location).raise_for_status().json()
+        assert run["state"] in ("interrupted", "cancelled"), run
+        assert run["training"]["completed_epochs"] < 3
+        assert run["checkpoints"], "the stopped run left no checkpoint"
+
+        response = trainer.post(f"{location}/resume")
+        assert response.status_code == 202, response.text
+        run = wait_for(trainer, location)
+        assert run["state"] == "succeeded", run
+        history = trainer.get(f"{location}/history").raise_for_status().json()
+        assert [row["epoch"] for row in history] == [1, 2, 3]
+
+
+def test_down_then_up_keeps_datasets_and_runs(stack: Stack):
+    with stack.client("trainer") as trainer:
+        before = {r["id"]: r["state"] for r in trainer.get("/v1/runs").json()["items"]}
+    stack.compose("down", "--timeout", "60")
+    stack.up()
+    with stack.client("dataset") as dataset:
+        listed = dataset.get("/v1/datasets").raise_for_status().json()["items"]
+        names = [d["name"] for d in listed]
+        assert DATASET in names
+    with stack.client("trainer") as trainer:
+        after = {r["id"]: r["state"] for r in trainer.get("/v1/runs").json()["items"]}
+    assert after == before and set(after.values()) == {"succeeded"}
+
+
+def test_api_token_is_required_once_set(stack: Stack):
+    stack.env["API_TOKEN"] = TOKEN
+    stack.up()  # recreates both services with the token in their environment
+    for service, path in (("dataset", "/v1/jobs"), ("trainer", "/v1/runs")):
+        with stack.client(service) as anonymous:
+            response = anonymous.get(path)
+            assert response.status_code == 401
+            assert response.headers["content-type"].startswith("application/problem+json")
+            assert anonymous.get("/healthz").status_code == 200
+        with stack.client(service, TOKEN) as client:
+            assert client.get(path).status_code == 200
