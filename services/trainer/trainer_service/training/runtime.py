@@ -1,9 +1,13 @@
 """Where and how a run computes: accelerators, precision policy, XLA, distribution strategy.
 
 ``"auto"`` settings resolve here, once per run: on a GPU, mixed bfloat16, XLA and 8 batches per
-compiled call; on CPU, float32, no XLA (JAX always compiles) and 1 batch per call. With more than
-one GPU the TensorFlow backend trains under ``tf.distribute.MirroredStrategy`` (the JAX backend
-under ``keras.distribution.DataParallel``); the batch size is then the global batch.
+compiled call; on CPU, float32, no XLA (JAX always compiles) and 1 batch per call.
+
+Data parallelism: the JAX backend trains under ``keras.distribution.DataParallel`` over every
+local device of its platform whenever there are several (GPUs; on CPU only when XLA is told to
+make several, ``--xla_force_host_platform_device_count``); the TensorFlow backend under
+``tf.distribute.MirroredStrategy`` with several GPUs. The batch size is the global batch, split
+evenly across the devices.
 """
 
 from __future__ import annotations
@@ -45,9 +49,13 @@ class Runtime:
     jit_compile: bool
     steps_per_execution: int
     strategy: Any = None
+    #: the JAX backend's ``keras.distribution.DataParallel``, or None
+    distribution: Any = None
 
     @property
     def replicas(self) -> int:
+        if self.distribution is not None:
+            return len(self.distribution.device_mesh.devices)
         return self.strategy.num_replicas_in_sync if self.strategy is not None else 1
 
     @property
@@ -59,6 +67,7 @@ class Runtime:
             "backend": self.backend,
             "device": self.device,
             "replicas": self.replicas,
+            "data_parallel": self.distribution is not None or self.strategy is not None,
             "dtype_policy": self.dtype_policy,
             "jit_compile": self.jit_compile,
             "steps_per_execution": self.steps_per_execution,
@@ -81,16 +90,30 @@ class Runtime:
 
 def default_strategy(gpus: int):
     """MirroredStrategy over all GPUs on the TensorFlow backend when there are several."""
-    if gpus < 2:
+    if gpus < 2 or keras.backend.backend() != "tensorflow":
         return None
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
+    import tensorflow as tf
 
-        return tf.distribute.MirroredStrategy()
-    if backend == "jax":
-        keras.distribution.set_distribution(keras.distribution.DataParallel())
-    return None
+    return tf.distribute.MirroredStrategy()
+
+
+def data_parallel(batch_size: int):
+    """On the JAX backend with several local devices: a ``DataParallel`` over all of them, set
+    as Keras's distribution for the rest of the process (one run per worker process), so that
+    ``fit`` shards each global batch across the devices. None otherwise."""
+    if keras.backend.backend() != "jax":
+        return None
+    devices = keras.distribution.list_devices()
+    if len(devices) < 2:
+        return None
+    if batch_size % len(devices):
+        raise ValueError(
+            f"batch_size {batch_size} does not split evenly across {len(devices)} devices; "
+            f"use a multiple of {len(devices)}"
+        )
+    distribution = keras.distribution.DataParallel(devices=devices)
+    keras.distribution.set_distribution(distribution)
+    return distribution
 
 
 def resolve_runtime(config: TrainConfig, strategy=None, gpus: int | None = None) -> Runtime:
@@ -111,4 +134,4 @@ def resolve_runtime(config: TrainConfig, strategy=None, gpus: int | None = None)
         spe = int(config.steps_per_execution)
     if strategy is None:
         strategy = default_strategy(gpus)
-    return Runtime(backend, gpus, policy, jit, spe, strategy)
+    return Runtime(backend, gpus, policy, jit, spe, strategy, data_parallel(config.batch_size))
