@@ -5,9 +5,11 @@
 
 Starts the dataset and trainer services as uvicorn processes on loopback, with the environment
 that docker-compose.yml gives their containers (rendered by ``docker-compose config``; only the
-data root, bind address and ports are changed), then over HTTP: prepares a synthetic Tiny
-ImageNet, trains a small ResNet on it, and prints where the checkpoints, history, predictions and
-TensorBoard logs are. Both services are shut down cleanly at the end.
+data root, bind address and ports are changed), then through the project's client
+(``tin_client``, what the ``tin`` command uses): prepares a synthetic Tiny ImageNet, trains a
+small ResNet on it (progress bars on a terminal, plain lines otherwise), and prints where the
+checkpoints, history, predictions and TensorBoard logs are. Both services are shut down cleanly
+at the end.
 """
 
 from __future__ import annotations
@@ -22,20 +24,24 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from rich.console import Console
+
+from tin_client import DatasetClient, TrainerClient
+from tin_client.client import ServiceClient
+from tin_client.render import show
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
-TERMINAL = {"succeeded", "failed", "cancelled", "interrupted"}
 
-# compose service -> (uvicorn app, settings env prefix)
-SERVICES = {
-    "dataset": ("dataset_service.main:app", "DATASET_"),
-    "trainer": ("trainer_service.main:app", "TRAINER_"),
+# compose service -> (uvicorn app, settings env prefix, client class)
+SERVICES: dict[str, tuple[str, str, type[ServiceClient]]] = {
+    "dataset": ("dataset_service.main:app", "DATASET_", DatasetClient),
+    "trainer": ("trainer_service.main:app", "TRAINER_", TrainerClient),
 }
 
 
@@ -72,10 +78,15 @@ class Service:
     url: str
     process: subprocess.Popen
     log_path: Path
-    headers: dict[str, str] = field(default_factory=dict)
+    token: str | None = None
 
-    def client(self, timeout: float = 30.0) -> httpx.Client:
-        return httpx.Client(base_url=self.url, headers=self.headers, timeout=timeout)
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    def client(self, **kwargs) -> ServiceClient:
+        """The project's client of this service (``DatasetClient`` or ``TrainerClient``)."""
+        return SERVICES[self.name][2](self.url, self.token or "", **kwargs)
 
 
 def service_env(name: str, compose: dict, data_root: Path, port: int, token: str | None) -> dict:
@@ -100,7 +111,7 @@ def service_env(name: str, compose: dict, data_root: Path, port: int, token: str
 def start_service(
     name: str, compose: dict, data_root: Path, token: str | None = None, log_dir: Path | None = None
 ) -> Service:
-    app, _ = SERVICES[name]
+    app = SERVICES[name][0]
     port = free_port()
     env = {**os.environ, **service_env(name, compose, data_root, port, token)}
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -115,15 +126,14 @@ def start_service(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    service = Service(name, f"http://127.0.0.1:{port}", process, log_path, headers)
+    service = Service(name, f"http://127.0.0.1:{port}", process, log_path, token)
     wait_ready(service)
     return service
 
 
 def wait_ready(service: Service, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
-    with service.client(timeout=5) as client:
+    with httpx.Client(base_url=service.url, headers=service.headers, timeout=5) as client:
         while time.monotonic() < deadline:
             if service.process.poll() is not None:
                 raise RuntimeError(
@@ -162,109 +172,46 @@ def running_services(data_root: Path, token: str | None = None) -> Iterator[dict
             stop_service(service)
 
 
-def poll(
-    client: httpx.Client,
-    location: str,
-    show: Callable[[dict], str | None],
-    timeout: float,
-    interval: float = 1.0,
-) -> dict:
-    """GET ``location`` until the job is terminal, printing each new progress line."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while True:
-        job = client.get(location).raise_for_status().json()
-        line = show(job)
-        if line and line != last:
-            print(line, flush=True)
-            last = line
-        if job["state"] in TERMINAL:
-            return job
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{location} still {job['state']} after {timeout:.0f} s")
-        time.sleep(interval)
-
-
-def show_prepare(job: dict) -> str:
-    p = job.get("progress") or {}
-    parts = [f"[dataset] {job['state']:<9} phase={job.get('phase') or 'starting':<10}"]
-    if p.get("total"):
-        parts.append(f"{p.get('done', 0)}/{p['total']} ({p.get('percent') or 0:5.1f}%)")
-    if p.get("rate"):
-        parts.append(f"{p['rate']:.0f} {p.get('unit') or 'items'}/s")
-    if p.get("eta_s") is not None:
-        parts.append(f"ETA {p['eta_s']:.0f}s")
-    return "  ".join(parts)
-
-
-def show_training(run: dict) -> str:
-    t = run.get("training") or {}
-    parts = [f"[trainer] {run['state']:<9}"]
-    if t.get("epoch"):
-        parts.append(f"epoch {t['epoch']}/{t.get('epochs', '?')}")
-    if t.get("steps_per_epoch"):
-        parts.append(f"step {t.get('step') or 0}/{t['steps_per_epoch']}")
-    if t.get("images_per_s"):
-        parts.append(f"{t['images_per_s']:.0f} images/s")
-    if t.get("eta_s") is not None and run["state"] == "running":
-        parts.append(f"ETA {t['eta_s']:.0f}s")
-    last = t.get("last_epoch") or {}
-    for key in ("loss", "accuracy", "val_loss", "val_accuracy", "val_top5_accuracy"):
-        if isinstance(last.get(key), int | float):
-            parts.append(f"{key}={last[key]:.3f}")
-    return "  ".join(parts)
-
-
-def fail_if_not_succeeded(job: dict, what: str) -> None:
+def follow(client: ServiceClient, job_id: str, what: str, timeout: float) -> dict:
+    """Show the job until it ends (bars on a terminal, else lines); exit unless it succeeded."""
+    job = show(client.watch(job_id, timeout), Console(), client.resource)
     if job["state"] != "succeeded":
         error = job.get("error") or {}
         raise SystemExit(f"{what} {job['state']}: {error.get('message', 'no reason given')}")
+    return job
 
 
 def run_pipeline(services: dict[str, Service], args: argparse.Namespace) -> dict:
     """Prepare a synthetic dataset, train on it, and return what the run produced."""
     with services["dataset"].client() as dataset:
-        response = dataset.post(
-            "/v1/jobs",
-            json={
-                "name": args.dataset,
-                "source": {
-                    "kind": "synthetic",
-                    "classes": args.classes,
-                    "train_per_class": args.train_per_class,
-                    "val_per_class": args.val_per_class,
-                    "test_images": args.test_images,
-                    "seed": args.seed,
-                },
-            },
-        )
-        response.raise_for_status()
-        job = poll(dataset, response.headers["Location"], show_prepare, args.timeout)
-        fail_if_not_succeeded(job, "prepare job")
-        info = dataset.get(f"/v1/datasets/{args.dataset}").raise_for_status().json()
+        source = {
+            "kind": "synthetic",
+            "classes": args.classes,
+            "train_per_class": args.train_per_class,
+            "val_per_class": args.val_per_class,
+            "test_images": args.test_images,
+            "seed": args.seed,
+        }
+        job = dataset.prepare(args.dataset, source)
+        follow(dataset, job["id"], "prepare job", args.timeout)
+        info = dataset.dataset(args.dataset)
         counts = ", ".join(f"{k} {v['num_records']}" for k, v in info["splits"].items())
         print(f"[dataset] ready: {info['path']} ({counts} records)", flush=True)
 
     with services["trainer"].client() as trainer:
-        response = trainer.post(
-            "/v1/runs",
-            json={
-                "dataset": args.dataset,
-                "width": args.width,
-                "levels": args.levels,
-                "epochs": args.epochs,
-                "batch_size": args.batch_size,
-                "learning_rate": args.learning_rate,
-                "schedule": "cosine",
-                "seed": args.seed,
-            },
+        run = trainer.train(
+            args.dataset,
+            width=args.width,
+            levels=args.levels,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            learning_rate=args.learning_rate,
+            schedule="cosine",
+            seed=args.seed,
         )
-        response.raise_for_status()
-        location = response.headers["Location"]
-        run = poll(trainer, location, show_training, args.timeout, interval=2.0)
-        fail_if_not_succeeded(run, "training run")
-        history = trainer.get(f"{location}/history").raise_for_status().json()
-        checkpoints = trainer.get(f"{location}/checkpoints").raise_for_status().json()
+        run = follow(trainer, run["id"], "training run", args.timeout)
+        history = trainer.history(run["id"])
+        checkpoints = trainer.checkpoints(run["id"])
     return {"run": run, "history": history, "checkpoints": checkpoints}
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create .venv (Python >= 3.11) and install the pinned development environment plus the project's
-# four packages in editable mode. Re-running is cheap: it reinstalls only when the lock changed.
+# five packages in editable mode. Re-running is cheap: it reinstalls only when the lock changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +23,6 @@ if [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
   .venv/bin/python -m pip install --quiet -r requirements/dev.lock
   .venv/bin/python -m pip install --quiet --no-deps \
-    -e shared -e services/jobkit -e services/dataset -e services/trainer
+    -e shared -e services/jobkit -e services/dataset -e services/trainer -e services/client
   echo "$want" > "$stamp"
 fi

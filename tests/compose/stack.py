@@ -14,6 +14,7 @@ import httpx
 
 from scripts.run_local import free_port
 from tests.conftest import REPO_ROOT
+from tin_client import DatasetClient, TrainerClient
 
 CPU_FILES = ["docker-compose.yml", "docker/compose.cpu.yml"]
 SERVICES = ("dataset", "trainer", "tensorboard")
@@ -88,6 +89,14 @@ class Stack:
     def logs(self) -> str:
         return self.compose("logs", "--no-color", "--tail", "200", check=False).stdout
 
+    def dataset(self, token: str | None = None) -> DatasetClient:
+        """The project's client of this stack's dataset service."""
+        return DatasetClient(self.url("dataset"), token or "")
+
+    def trainer(self, token: str | None = None) -> TrainerClient:
+        return TrainerClient(self.url("trainer"), token or "")
+
     def client(self, service: str, token: str | None = None) -> httpx.Client:
+        """A plain HTTP client (for what the project's client does not cover)."""
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         return httpx.Client(base_url=self.url(service), headers=headers, timeout=30)

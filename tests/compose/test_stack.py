@@ -9,10 +9,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
-from scripts.run_local import poll, show_prepare, show_training
 from shard_format.schema import METADATA_FILE, dataset_dir
 from tests.compose.stack import SERVICES, Stack
 from trainer_service.training.checkpoints import RUNS_DIR
@@ -43,11 +41,6 @@ print("imported", *sys.argv[1:])
 """
 
 
-def wait_for(client: httpx.Client, location: str, timeout: float = 900) -> dict:
-    show = show_training if location.startswith("/v1/runs") else show_prepare
-    return poll(client, location, show, timeout, interval=1.0)
-
-
 def test_stack_comes_up_healthy(stack: Stack):
     states = {c["Service"]: (c["State"], c.get("Health")) for c in stack.containers()}
     assert states == {name: ("running", "healthy") for name in SERVICES}
@@ -67,25 +60,18 @@ def test_every_module_imports_in_its_image(stack: Stack, service):
 
 
 def test_prepare_train_and_watch_in_tensorboard(stack: Stack):
-    with stack.client("dataset") as dataset:
-        response = dataset.post("/v1/jobs", json={"name": DATASET, "source": SYNTHETIC})
-        assert response.status_code == 202, response.text
-        job = wait_for(dataset, response.headers["Location"])
+    with stack.dataset() as dataset:
+        job = dataset.wait(dataset.prepare(DATASET, SYNTHETIC)["id"], timeout=900)
         assert job["state"] == "succeeded", job
-        info = dataset.get(f"/v1/datasets/{DATASET}").raise_for_status().json()
-        assert info["splits"]["train"]["num_records"] == 4 * 48
+        assert dataset.dataset(DATASET)["splits"]["train"]["num_records"] == 4 * 48
 
-    with stack.client("trainer") as trainer:
-        response = trainer.post("/v1/runs", json={**RUN, "epochs": 2})
-        assert response.status_code == 202, response.text
-        location = response.headers["Location"]
-        run = wait_for(trainer, location)
+    with stack.trainer() as trainer:
+        run = trainer.wait(trainer.train(**RUN, epochs=2)["id"], timeout=900)
         assert run["state"] == "succeeded", run
         # The image's default: Keras on JAX (here on the CPU).
         assert run["result"]["runtime"]["backend"] == "jax"
-        history = trainer.get(f"{location}/history").raise_for_status().json()
-        assert [row["epoch"] for row in history] == [1, 2]
-        checkpoints = trainer.get(f"{location}/checkpoints").raise_for_status().json()
+        assert [row["epoch"] for row in trainer.history(run["id"])] == [1, 2]
+        checkpoints = trainer.checkpoints(run["id"])
         assert {c["epoch"] for c in checkpoints if c["kind"] == "epoch"} == {1, 2}
 
     # TensorBoard (its own image, the volume read-only) lists the run's event folders.
@@ -113,13 +99,11 @@ def test_prepare_train_and_watch_in_tensorboard(stack: Stack):
 
 
 def test_stop_the_trainer_mid_run_then_resume(stack: Stack):
-    with stack.client("trainer") as trainer:
-        response = trainer.post("/v1/runs", json={**RUN, "epochs": 3})
-        assert response.status_code == 202, response.text
-        location = response.headers["Location"]
+    with stack.trainer() as trainer:
+        run_id = trainer.train(**RUN, epochs=3)["id"]
         deadline = time.monotonic() + 600
         while True:
-            run = trainer.get(location).raise_for_status().json()
+            run = trainer.get(run_id)
             assert run["state"] in ("queued", "running"), run
             if run["training"]["completed_epochs"] >= 1:
                 break
@@ -128,31 +112,27 @@ def test_stop_the_trainer_mid_run_then_resume(stack: Stack):
 
     stack.timed("stop_trainer_s", "stop", "trainer")
     stack.up()  # starts the stopped trainer again and waits for it to be healthy
-    with stack.client("trainer") as trainer:
-        run = trainer.get(location).raise_for_status().json()
+    with stack.trainer() as trainer:
+        run = trainer.get(run_id)
         assert run["state"] in ("interrupted", "cancelled"), run
         assert run["training"]["completed_epochs"] < 3
         assert run["checkpoints"], "the stopped run left no checkpoint"
 
-        response = trainer.post(f"{location}/resume")
-        assert response.status_code == 202, response.text
-        run = wait_for(trainer, location)
+        assert trainer.resume(run_id)["state"] in ("queued", "running")
+        run = trainer.wait(run_id, timeout=900)
         assert run["state"] == "succeeded", run
-        history = trainer.get(f"{location}/history").raise_for_status().json()
-        assert [row["epoch"] for row in history] == [1, 2, 3]
+        assert [row["epoch"] for row in trainer.history(run_id)] == [1, 2, 3]
 
 
 def test_down_then_up_keeps_datasets_and_runs(stack: Stack):
-    with stack.client("trainer") as trainer:
-        before = {r["id"]: r["state"] for r in trainer.get("/v1/runs").json()["items"]}
+    with stack.trainer() as trainer:
+        before = {r["id"]: r["state"] for r in trainer.list()}
     stack.compose("down", "--timeout", "60")
     stack.up()
-    with stack.client("dataset") as dataset:
-        listed = dataset.get("/v1/datasets").raise_for_status().json()["items"]
-        names = [d["name"] for d in listed]
-        assert DATASET in names
-    with stack.client("trainer") as trainer:
-        after = {r["id"]: r["state"] for r in trainer.get("/v1/runs").json()["items"]}
+    with stack.dataset() as dataset:
+        assert DATASET in [d["name"] for d in dataset.datasets()]
+    with stack.trainer() as trainer:
+        after = {r["id"]: r["state"] for r in trainer.list()}
     assert after == before and set(after.values()) == {"succeeded"}
 
 

@@ -25,6 +25,7 @@ PACKAGES = {
     "jobkit": (REPO_ROOT / "services" / "jobkit", "jobkit"),
     "dataset-service": (REPO_ROOT / "services" / "dataset", "dataset_service"),
     "trainer-service": (REPO_ROOT / "services" / "trainer", "trainer_service"),
+    "tin-client": (REPO_ROOT / "services" / "client", "tin_client"),
 }
 #: image lock -> the project's packages the image installs on top of it
 IMAGES = {

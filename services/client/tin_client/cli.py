@@ -1,0 +1,408 @@
+"""``tin``: drive the dataset and trainer services from a terminal.
+
+    tin prepare --synthetic --classes 10 --name syn --wait
+    tin train syn --epochs 4 --width half --follow
+    tin runs; tin history RUN_ID; tin logs RUN_ID --follow; tin cancel RUN_ID; tin resume RUN_ID
+
+Exit status: 0 on success; 1 when the job followed fails, is cancelled or interrupted (its reason
+printed); 2 when a call is refused (the problem's title, detail and invalid fields printed) or a
+service cannot be reached; 130 when Ctrl-C detaches from a job (the job keeps running).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tin_client.client import (
+    DATASET_URL_ENV,
+    DEFAULT_DATASET_URL,
+    DEFAULT_TRAINER_URL,
+    TOKEN_ENV,
+    TRAINER_URL_ENV,
+    DatasetClient,
+    ServiceClient,
+    TrainerClient,
+)
+from tin_client.errors import ApiError
+from tin_client.render import show
+
+app = typer.Typer(
+    help="Prepare Tiny ImageNet shards and train the ResNet through the two services.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+)
+console = Console(highlight=False)
+errors = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+@dataclass
+class Clients:
+    dataset_url: str
+    trainer_url: str
+    token: str | None
+
+    def dataset(self) -> DatasetClient:
+        return DatasetClient(self.dataset_url, self.token or "")
+
+    def trainer(self) -> TrainerClient:
+        return TrainerClient(self.trainer_url, self.token or "")
+
+
+class Exit(Exception):
+    """Stop with this exit status after printing ``message`` to stderr."""
+
+    def __init__(self, code: int, message: str = ""):
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+@app.callback()
+def _options(
+    ctx: typer.Context,
+    dataset_url: Annotated[
+        str, typer.Option(envvar=DATASET_URL_ENV, help="Dataset service URL.")
+    ] = DEFAULT_DATASET_URL,
+    trainer_url: Annotated[
+        str, typer.Option(envvar=TRAINER_URL_ENV, help="Trainer service URL.")
+    ] = DEFAULT_TRAINER_URL,
+    token: Annotated[
+        str | None,
+        typer.Option(envvar=TOKEN_ENV, help="Bearer token, when the services require one."),
+    ] = None,
+) -> None:
+    ctx.obj = Clients(dataset_url, trainer_url, token or None)
+
+
+def _clients(ctx: typer.Context) -> Clients:
+    return ctx.obj
+
+
+def _print_json(value: Any) -> None:
+    console.print_json(json.dumps(value, default=str))
+
+
+def _follow(client: ServiceClient, job_id: str) -> dict[str, Any]:
+    """Show the job until it ends; exit 1 unless it succeeded. Ctrl-C detaches."""
+    try:
+        history = (lambda: client.history(job_id)) if isinstance(client, TrainerClient) else None
+        job = show(client.watch(job_id), console, client.resource, history)
+    except KeyboardInterrupt:
+        raise Exit(
+            130,
+            f"detached from {job_id}; it goes on running. Reattach: tin status {job_id} --follow"
+            f" (stop it: tin cancel {job_id})",
+        ) from None
+    if job["state"] != "succeeded":
+        error = job.get("error") or {}
+        reason = error.get("message") or "no reason given"
+        kind = f" ({error['type']})" if error.get("type") else ""
+        raise Exit(1, f"{job_id} {job['state']}{kind}: {reason}")
+    return job
+
+
+def _find(clients: Clients, job_id: str) -> tuple[ServiceClient, dict[str, Any]]:
+    """The service that knows ``job_id`` (a run or a prepare job), and the job."""
+    unreachable = []
+    for client in (clients.trainer(), clients.dataset()):
+        try:
+            return client, client.get(job_id)
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+        except httpx.TransportError:
+            unreachable.append(client.url)
+        client.close()
+    where = f" (could not reach {', '.join(unreachable)})" if unreachable else ""
+    raise Exit(2, f"no run or prepare job {job_id!r}{where}")
+
+
+def _table(rows: list[dict[str, Any]], columns: dict[str, Any]) -> None:
+    table = Table(*columns, box=None, pad_edge=False)
+    for row in rows:
+        table.add_row(*(str(get(row)) for get in columns.values()))
+    console.print(table)
+
+
+# ---------------------------------------------------------------- dataset service
+
+
+@app.command()
+def prepare(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Option(help="Dataset name (datasets/<name>/ on the volume).")],
+    synthetic: Annotated[bool, typer.Option(help="Generate a synthetic archive.")] = False,
+    zip_path: Annotated[
+        str | None, typer.Option("--zip", help="A zip on the volume, relative to the data root.")
+    ] = None,
+    folder: Annotated[
+        str | None, typer.Option(help="An extracted folder on the volume, relative to it.")
+    ] = None,
+    url: Annotated[
+        str | None,
+        typer.Option(help="Download the zip from this URL ('official' for the cs231n archive)."),
+    ] = None,
+    md5: Annotated[str | None, typer.Option(help="Expected MD5 of the zip.")] = None,
+    classes: Annotated[int | None, typer.Option(help="Synthetic: classes.")] = None,
+    train_per_class: Annotated[int | None, typer.Option(help="Synthetic: train images.")] = None,
+    val_per_class: Annotated[int | None, typer.Option(help="Synthetic: val images.")] = None,
+    test_images: Annotated[int | None, typer.Option(help="Synthetic: test images.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Synthetic: generator seed.")] = None,
+    wait: Annotated[bool, typer.Option(help="Follow the job with a progress bar.")] = False,
+) -> None:
+    """Start a prepare job: archive -> validated, reorganized, sharded TFRecords."""
+    chosen = [k for k, v in {"--synthetic": synthetic, "--zip": zip_path, "--folder": folder,
+                             "--url": url}.items() if v]  # fmt: skip
+    if len(chosen) != 1:
+        raise Exit(2, "give exactly one source: --synthetic, --zip PATH, --folder PATH or --url")
+    if synthetic:
+        given = {"classes": classes, "train_per_class": train_per_class,
+                 "val_per_class": val_per_class, "test_images": test_images,
+                 "seed": seed}  # fmt: skip
+        source: dict[str, Any] = {"kind": "synthetic"} | {
+            k: v for k, v in given.items() if v is not None
+        }
+    elif zip_path:
+        source = {"kind": "zip", "path": zip_path}
+    elif folder:
+        source = {"kind": "folder", "path": folder}
+    else:
+        source = {"kind": "url"} | ({} if url == "official" else {"url": url})
+    if md5 and source["kind"] in ("zip", "url"):
+        source["md5"] = md5
+    with _clients(ctx).dataset() as client:
+        job = client.prepare(name, source)
+        console.print(f"prepare job {job['id']} {job['state']} (dataset {name})")
+        if wait:
+            _follow(client, job["id"])
+            info = client.dataset(name)
+            counts = ", ".join(f"{k} {v['num_records']}" for k, v in info["splits"].items())
+            console.print(f"dataset {name} ready: {info['path']} ({counts} records)")
+
+
+@app.command()
+def datasets(ctx: typer.Context) -> None:
+    """List the prepared datasets."""
+    with _clients(ctx).dataset() as client:
+        rows = client.datasets()
+    _table(
+        rows,
+        {
+            "name": lambda d: d["name"],
+            "classes": lambda d: d["num_classes"],
+            "splits": lambda d: " ".join(f"{k}={v['num_records']}" for k, v in d["splits"].items()),
+            "source": lambda d: d["source_kind"],
+            "created": lambda d: d["created_at"][:19],
+        },
+    )
+
+
+@app.command()
+def jobs(ctx: typer.Context) -> None:
+    """List the dataset service's prepare jobs, newest first."""
+    with _clients(ctx).dataset() as client:
+        rows = client.list()
+    _table(
+        rows,
+        {
+            "id": lambda j: j["id"],
+            "state": lambda j: j["state"],
+            "phase": lambda j: j.get("phase") or "",
+            "dataset": lambda j: j["request"].get("name", ""),
+            "created": lambda j: j["created_at"][:19],
+        },
+    )
+
+
+# ---------------------------------------------------------------- trainer service
+
+
+def _parse_setting(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise Exit(2, f"--set takes KEY=VALUE, not {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+@app.command()
+def train(
+    ctx: typer.Context,
+    dataset: Annotated[str, typer.Argument(help="A prepared dataset's name.")],
+    epochs: Annotated[int | None, typer.Option(help="Epochs to train.")] = None,
+    width: Annotated[str | None, typer.Option(help="full, half or a multiple of 4.")] = None,
+    levels: Annotated[str | None, typer.Option(help="Bottlenecks per level, e.g. 4,6,3,2.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Global batch size.")] = None,
+    learning_rate: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
+    schedule: Annotated[str | None, typer.Option(help="step, cosine or constant.")] = None,
+    optimizer: Annotated[str | None, typer.Option(help="sgd or adam.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    settings: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Any other run setting: KEY=VALUE (VALUE as JSON if valid)."),
+    ] = None,
+    follow: Annotated[bool, typer.Option(help="Follow the run with progress bars.")] = False,
+) -> None:
+    """Start a training run on a prepared dataset."""
+    config: dict[str, Any] = dict(_parse_setting(s) for s in settings or [])
+    given = {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
+             "schedule": schedule, "optimizer": optimizer, "seed": seed}  # fmt: skip
+    config |= {k: v for k, v in given.items() if v is not None}
+    if width is not None:
+        config["width"] = int(width) if width.isdigit() else width
+    if levels is not None:
+        config["levels"] = [int(n) for n in levels.split(",") if n.strip()]
+    with _clients(ctx).trainer() as client:
+        run = client.train(dataset, **config)
+        console.print(f"run {run['id']} {run['state']} (dataset {dataset})")
+        if follow:
+            run = _follow(client, run["id"])
+            console.print(f"run {run['id']} succeeded; folder {run.get('run_dir', '')}")
+
+
+@app.command()
+def runs(ctx: typer.Context) -> None:
+    """List training runs, newest first."""
+    with _clients(ctx).trainer() as client:
+        rows = client.list()
+    _table(
+        rows,
+        {
+            "id": lambda r: r["id"],
+            "state": lambda r: r["state"],
+            "dataset": lambda r: r["request"].get("dataset", ""),
+            "epoch": lambda r: (
+                f"{r['training'].get('completed_epochs', 0)}/"
+                f"{r['training'].get('epochs') or r['request'].get('epochs', '?')}"
+            ),
+            "val_accuracy": lambda r: _fmt((r["training"].get("last_epoch") or {}), "val_accuracy"),
+            "created": lambda r: r["created_at"][:19],
+        },
+    )
+
+
+def _fmt(row: dict[str, Any], key: str) -> str:
+    value = row.get(key)
+    return f"{value:.3f}" if isinstance(value, int | float) else ""
+
+
+@app.command()
+def status(
+    ctx: typer.Context,
+    job_id: Annotated[str, typer.Argument(help="A run id or a prepare job id.")],
+    follow: Annotated[bool, typer.Option(help="Follow it with progress bars.")] = False,
+) -> None:
+    """Show a run or a prepare job (JSON), or follow it."""
+    client, job = _find(_clients(ctx), job_id)
+    with client:
+        if follow:
+            _follow(client, job_id)
+        else:
+            _print_json(job)
+
+
+@app.command()
+def logs(
+    ctx: typer.Context,
+    job_id: Annotated[str, typer.Argument(help="A run id or a prepare job id.")],
+    follow: Annotated[bool, typer.Option(help="Keep printing as the log grows.")] = False,
+) -> None:
+    """Print the tail of a job's log (or follow it until the job ends)."""
+    client, _ = _find(_clients(ctx), job_id)
+    with client:
+        if not follow:
+            console.out(client.logs(job_id), end="")
+            return
+        try:
+            for text in client.follow_logs(job_id):
+                console.out(text, end="")
+        except KeyboardInterrupt:
+            raise Exit(130, f"stopped following {job_id}; the job goes on") from None
+
+
+@app.command()
+def cancel(
+    ctx: typer.Context, job_id: Annotated[str, typer.Argument(help="A run or prepare job id.")]
+) -> None:
+    """Stop a run (it saves a checkpoint first) or a prepare job."""
+    client, _ = _find(_clients(ctx), job_id)
+    with client:
+        job = client.cancel(job_id)
+    console.print(f"{job_id} {job['state']}" + (" (stopping)" if job["state"] == "running" else ""))
+
+
+@app.command()
+def resume(
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Argument(help="An interrupted, cancelled or failed run.")],
+    checkpoint: Annotated[
+        str | None, typer.Option(help='"latest" (default), "best", an epoch or a file name.')
+    ] = None,
+    follow: Annotated[bool, typer.Option(help="Follow the run with progress bars.")] = False,
+) -> None:
+    """Resume a run from its latest (or a chosen) checkpoint."""
+    with _clients(ctx).trainer() as client:
+        run = client.resume(run_id, checkpoint)
+        console.print(f"run {run_id} {run['state']} (resumed)")
+        if follow:
+            _follow(client, run_id)
+
+
+@app.command()
+def history(
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Argument(help="A run id.")],
+    csv: Annotated[bool, typer.Option("--csv", help="Print the CSV file as it is.")] = False,
+) -> None:
+    """Per-epoch history of a run: loss, top-1/top-5, val metrics, learning rate, time."""
+    with _clients(ctx).trainer() as client:
+        if csv:
+            console.out(client.history_csv(run_id), end="")
+            return
+        rows = client.history(run_id)
+    keys = ("loss", "accuracy", "top5_accuracy", "val_loss", "val_accuracy", "val_top5_accuracy")
+    columns = {"epoch": lambda r: r["epoch"]} | {
+        key: (lambda r, key=key: _fmt(r, key)) for key in keys
+    }
+    columns["learning_rate"] = lambda r: f"{r.get('learning_rate', 0):.3g}"
+    _table(rows, columns)
+
+
+@app.command()
+def report(
+    ctx: typer.Context,
+    width: Annotated[str, typer.Option(help="full, half or a multiple of 4.")] = "full",
+    levels: Annotated[str, typer.Option(help="Bottlenecks per level.")] = "4,6,3,2",
+    classes: Annotated[int | None, typer.Option(help="Classes (default 200).")] = None,
+) -> None:
+    """Parameters and multiply-adds of a model shape (the trainer's model report)."""
+    with _clients(ctx).trainer() as client:
+        _print_json(client.model_report(width=width, levels=levels, classes=classes))
+
+
+def main() -> None:
+    """The console entry point: runs the app and turns errors into exit statuses."""
+    try:
+        app()  # click's own usage errors and --help exit from here
+    except Exit as exc:
+        if exc.message:
+            errors.print(exc.message, markup=False)
+        raise SystemExit(exc.code) from None
+    except ApiError as exc:
+        errors.print(f"error: {exc}", markup=False)
+        if exc.invalid_fields:
+            errors.print(f"invalid fields: {', '.join(exc.invalid_fields)}", markup=False)
+        raise SystemExit(2) from None
+    except httpx.TransportError as exc:
+        errors.print(f"error: cannot reach {exc.request.url}: {exc}", markup=False)
+        raise SystemExit(2) from None
