@@ -85,7 +85,10 @@ def test_command_resolves_to_an_importable_app(name):
     assert importlib.util.find_spec(f"{module}.__main__") is not None
     app = importlib.import_module(f"{module}.main").app
     assert {"/healthz", "/readyz"} <= set(app.openapi()["paths"])
-    assert instruction_json(stage(name), "ENTRYPOINT") == ["tini", "--"]
+    # Every final image runs as the unprivileged user under tini.
+    assert f"FROM runtime AS {name}" in (REPO_ROOT / "docker" / "Dockerfile").read_text()
+    assert instruction_json(stage("runtime"), "ENTRYPOINT") == ["tini", "--"]
+    assert "USER 10001:10001" in stage("runtime")
 
 
 @pytest.mark.parametrize("name", SERVICES)
