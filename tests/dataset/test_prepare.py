@@ -8,9 +8,11 @@ import sys
 import pytest
 
 from dataset_service.config import get_settings
+from dataset_service.datasets import list_datasets
 from dataset_service.errors import BadImage, LayoutError, ShardCountError
 from dataset_service.models import PrepareRequest
 from dataset_service.prepare import prepare, result_of, run_prepare
+from dataset_service.publish import staging_dir
 from dataset_service.reporting import LogReporter
 from dataset_service.writer import STATE_DIR
 from jobkit.errors import JobFailed
@@ -125,20 +127,32 @@ def test_skip_bad_images_leaves_them_out_and_reports_them(pristine, data_root):
     assert is_ready(data_root, "skip")
 
 
-def test_a_failed_rewrite_is_not_ready_but_a_bad_source_keeps_the_old_dataset(data_root):
+def test_a_failed_re_prepare_leaves_the_good_dataset_as_it_was(data_root):
     settings = make_settings(data_root)
-    prepare(PrepareRequest(name="d", source=SYNTHETIC), settings)
+    good = prepare(PrepareRequest(name="d", source=SYNTHETIC), settings)
+    folder = dataset_dir(data_root, "d")
+    before = shard_hashes(folder)
+    reader_sees = folder.resolve()  # where a run that started now reads (the trainer resolves)
     # Fails before writing (bad input): the existing, complete dataset stays ready.
     with pytest.raises(ShardCountError):
         prepare(PrepareRequest(name="d", source=SYNTHETIC, shards={"test": 11}), settings)
     assert is_ready(data_root, "d")
-    # Fails while writing: the dataset is no longer marked ready.
+    # Fails while writing: still the old dataset, every shard intact, still listed.
     tree = data_root / "raw" / "extracted" / "d" / "tiny-imagenet-200"
     victim = sorted((tree / "test" / "images").iterdir())[0]
+    original = victim.read_bytes()
     victim.write_bytes(b"garbage")
     with pytest.raises(BadImage):
         prepare(PrepareRequest(name="d", source=SYNTHETIC, shards={"test": 2}), settings)
-    assert not is_ready(data_root, "d")
+    assert is_ready(data_root, "d")
+    assert load_metadata(folder) == good and shard_hashes(folder) == before
+    assert [d.name for d in list_datasets(data_root)] == ["d"]
+    # Fixed, a new version is published; a reader of the old one still finds all its files.
+    victim.write_bytes(original)
+    new = prepare(PrepareRequest(name="d", source=SYNTHETIC, shards={"test": 2}), settings)
+    assert load_metadata(folder) == new and len(new.splits["test"].shards) == 2
+    assert folder.resolve() != reader_sees
+    assert load_metadata(reader_sees) == good and shard_hashes(reader_sees) == before
 
 
 def test_layout_errors_fail_before_anything_is_written(pristine, data_root):
@@ -187,6 +201,7 @@ def test_killed_mid_write_then_rerun_keeps_complete_shards_and_equals_an_uninter
     reference, data_root
 ):
     folder = dataset_dir(data_root, "tiny-imagenet-200")
+    staging = staging_dir(data_root, "tiny-imagenet-200")  # where a prepare writes until done
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
     proc = subprocess.Popen(
         [sys.executable, "-c", _SLOW_PREPARE, str(data_root)],
@@ -196,22 +211,23 @@ def test_killed_mid_write_then_rerun_keeps_complete_shards_and_equals_an_uninter
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_for(lambda: len(_recorded(folder)) >= 3, timeout_s=120)
+        wait_for(lambda: len(_recorded(staging)) >= 3, timeout_s=120)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     ref_root, ref = reference
     ref_folder = dataset_dir(ref_root, ref.name)
     total = len(shard_hashes(ref_folder))
-    complete = _recorded(folder)
+    complete = _recorded(staging)
     assert 3 <= len(complete) < total  # really killed mid-write
-    assert not (folder / METADATA_FILE).exists()
-    inodes = {n: (folder / n).stat().st_ino for n in complete}
+    assert not (staging / METADATA_FILE).exists() and not folder.exists()
+    inodes = {n: (staging / n).stat().st_ino for n in complete}
 
     reporter = LogReporter()
     prepare(PrepareRequest(source=SYNTHETIC), make_settings(data_root), reporter)
     assert reporter.latest_metrics["shards_reused"] >= len(complete)
     assert {n: (folder / n).stat().st_ino for n in complete} == inodes  # kept, not rewritten
+    assert not staging.exists()
     assert shard_hashes(folder) == shard_hashes(ref_folder)
     assert metadata_without_time(folder) == metadata_without_time(ref_folder)
     assert not [p for p in folder.iterdir() if ".tmp-" in p.name]

@@ -60,7 +60,8 @@ def list_datasets(data_root: Path) -> list[DatasetSummary]:
     if not root.is_dir():
         return []
     found = []
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+    # Hidden folders are the service's own (staging, versions), not datasets.
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         metadata = read_dataset(data_root, folder.name)
         if metadata is not None:
             found.append(DatasetSummary(**_summary(data_root, metadata)))

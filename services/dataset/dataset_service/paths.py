@@ -3,7 +3,8 @@
 <data_root>/
   raw/downloads/<file>          archives fetched by URL
   raw/extracted/<name>/         extracted or generated trees (one per dataset name)
-  datasets/<name>/              shards and metadata (shard_format.schema.dataset_dir)
+  datasets/<name>/              shards and metadata (shard_format.schema.dataset_dir): a link to
+                                datasets/.versions/<name>@<time>/ (see dataset_service.publish)
   state/                        job database, job logs, locks (settings.state_dir)
 """
 

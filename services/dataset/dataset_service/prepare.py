@@ -27,6 +27,7 @@ from dataset_service.layout import Layout, validate
 from dataset_service.layout_names import IMAGES_DIR, TEST_DIR, TRAIN_DIR
 from dataset_service.models import PrepareRequest
 from dataset_service.paths import locks_dir, relative_to_root
+from dataset_service.publish import open_staging, publish
 from dataset_service.reorganize import reorganize, val_image_path
 from dataset_service.reporting import LogReporter, Reporter
 from dataset_service.source import obtain_tree
@@ -206,8 +207,8 @@ def prepare(
         )
 
         tasks = plan(request, layout, settings)
-        out = dataset_dir(settings.data_root, request.name)
-        out.mkdir(parents=True, exist_ok=True)
+        # Built beside the current version, which stays usable until the swap at the end.
+        out = open_staging(settings.data_root, request.name)
         unmark_ready(out)
 
         every = [t for split_tasks in tasks.values() for t in split_tasks]
@@ -234,7 +235,8 @@ def prepare(
         rep.phase("metadata")
         metadata = build_metadata(request, layout, results, provenance)
         write_tfds_metadata(out, metadata)
-        write_metadata(out, metadata)  # last: its presence means "ready"
+        write_metadata(out, metadata)  # its presence means "complete"
+        publish(settings.data_root, request.name, out)
         return metadata
 
 

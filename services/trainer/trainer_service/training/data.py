@@ -16,8 +16,14 @@ from trainer_service.training.config import TrainConfig
 
 
 def load_dataset(data_root: Path, name: str) -> tuple[Path, DatasetMetadata]:
-    """The dataset folder and metadata; ``JobFailed(type="invalid_input")`` if unusable."""
+    """The dataset folder and metadata; ``JobFailed(type="invalid_input")`` if unusable.
+
+    The folder is resolved once: the dataset service may publish a new version of the dataset
+    while the run trains (it swaps a symlink), and the run goes on reading the version it began
+    with.
+    """
     folder = dataset_dir(data_root, name)
+    folder = folder.resolve() if folder.exists() else folder
     try:
         metadata = load_metadata(folder)
     except FileNotFoundError:
