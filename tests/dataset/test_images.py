@@ -96,3 +96,20 @@ def test_png_with_a_bad_checksum_fails():
     data[60] ^= 0xFF  # inside the first chunk's data: its CRC no longer matches
     with pytest.raises(BadImage, match="cannot decode"):
         to_rgb_jpeg(bytes(data), "bad.JPEG")
+
+
+def test_undecodable_image_messages_name_no_memory_address():
+    for data in (b"not an image", b"\x89PNG\r\n\x1a\n" + b"\x00" * 40):
+        with pytest.raises(BadImage) as caught:
+            to_rgb_jpeg(data, "train/n1/images/n1_0.JPEG")
+        assert "0x" not in str(caught.value) and "object at" not in str(caught.value)
+        assert str(caught.value).startswith("train/n1/images/n1_0.JPEG: cannot decode image")
+
+
+def test_a_png_named_jpeg_is_re_encoded_within_one_grey_level():
+    noisy = PIXELS.astype(int) + np.random.default_rng(0).integers(-20, 20, PIXELS.shape)
+    original = np.clip(noisy, 0, 255).astype(np.uint8)
+    out = to_rgb_jpeg(_encode(Image.fromarray(original), "PNG"), "x.JPEG")
+    assert out.re_encoded and _decoded(out.data).format == "JPEG"
+    error = np.abs(np.asarray(_decoded(out.data), dtype=int) - original.astype(int)).mean()
+    assert error <= 1.0

@@ -95,6 +95,22 @@ def test_entry_larger_than_its_header_says_is_refused_while_streaming(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_corrupt_deflate_stream_is_a_source_error_naming_entry_and_archive(tmp_path):
+    archive = tmp_path / "broken.zip"
+    payload = os.urandom(4096).hex().encode()  # compressible, so the stream is real deflate
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("tiny-imagenet-200/wnids.txt", payload)
+    data = bytearray(archive.read_bytes())
+    start = 30 + len("tiny-imagenet-200/wnids.txt")  # the local header, then the stream
+    data[start + 10 : start + 60] = b"\xff" * 50
+    archive.write_bytes(bytes(data))
+    with pytest.raises(SourceError) as caught:
+        extract_zip(archive, tmp_path / "out", max_bytes=10**7)
+    assert "broken.zip" in str(caught.value)
+    assert "'tiny-imagenet-200/wnids.txt' is corrupt" in str(caught.value)
+    assert not (tmp_path / "out").exists()
+
+
 def test_not_a_zip_is_a_source_error(tmp_path):
     fake = tmp_path / "fake.zip"
     fake.write_bytes(b"not a zip at all")

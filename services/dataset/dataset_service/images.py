@@ -2,7 +2,8 @@
 
 RGB JPEGs (baseline or progressive) pass through byte for byte. Anything else that decodes,
 grayscale or CMYK JPEGs and PNGs saved under a ``.JPEG`` name, is re-encoded to RGB JPEG at
-quality 95 without chroma subsampling (so colours survive), and every reader (TF, PIL,
+quality 100 without chroma subsampling (a mean pixel error under 1: these files are few, so
+their size does not matter), and every reader (TF, PIL,
 browsers) sees three channels. A truncated or corrupt image, or one that is not 64x64, raises
 :class:`BadImage` naming its path.
 """
@@ -10,16 +11,18 @@ browsers) sees three channels. A truncated or corrupt image, or one that is not 
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 from dataset_service.errors import BadImage
 from shard_format.schema import IMAGE_SIZE
 
-REENCODE_QUALITY = 95
+REENCODE_QUALITY = 100
 _EXPECTED_SIZE = (IMAGE_SIZE, IMAGE_SIZE)
+_OBJECT_REPR = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")
 
 
 @dataclass(frozen=True)
@@ -53,8 +56,12 @@ def to_rgb_jpeg(data: bytes, path: str) -> JpegImage:
         rgb = image.convert("RGB")
     except BadImage:
         raise
+    except UnidentifiedImageError:
+        raise BadImage(path, "cannot decode image: not a JPEG or another known format") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise BadImage(path, f"cannot decode image: {exc}") from None
+        # PIL names its file object by repr: no memory address in a message (or the metadata).
+        message = _OBJECT_REPR.sub("the data", str(exc))
+        raise BadImage(path, f"cannot decode image: {message}") from None
     buf = io.BytesIO()
     rgb.save(buf, format="JPEG", quality=REENCODE_QUALITY, subsampling=0)
     return JpegImage(buf.getvalue(), re_encoded=True)

@@ -19,6 +19,7 @@ import shutil
 import stat
 import time
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -228,8 +229,10 @@ def extract_zip(
                         target.parent.mkdir(parents=True, exist_ok=True)
                         budget = max_bytes - total_written
                         total_written += _copy_member(zf, info, target, budget, max_bytes)
-                except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as exc:
-                    raise SourceError(f"zip entry {info.filename!r} is corrupt: {exc}") from exc
+                except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, zlib.error) as exc:
+                    raise SourceError(
+                        f"{zip_path.name}: zip entry {info.filename!r} is corrupt: {exc}"
+                    ) from exc
                 except OSError as exc:  # e.g. a file entry where a folder has to go
                     raise SourceError(
                         f"cannot extract zip entry {info.filename!r}: {exc.strerror or exc}"
