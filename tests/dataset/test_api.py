@@ -92,6 +92,10 @@ def test_bearer_token_protects_all_but_health(data_root):
         ({"source": SYNTHETIC, "shards": {"train": 0}}, "body.shards.train"),
         ({"source": SYNTHETIC, "colour": "red"}, "body.colour"),
         ({"source": {"kind": "url", "md5": "nope"}}, "body.source.url.md5"),
+        # strings and booleans are not numbers, nor "yes" a boolean
+        ({"source": SYNTHETIC, "shards": {"train": "3"}}, "body.shards.train"),
+        ({"source": SYNTHETIC, "skip_bad_images": "yes"}, "body.skip_bad_images"),
+        ({"source": {**SYNTHETIC, "classes": True}}, "body.source.synthetic.classes"),
     ],
 )
 def test_invalid_fields_are_422_problems_naming_the_field(client, body, field):
@@ -99,6 +103,16 @@ def test_invalid_fields_are_422_problems_naming_the_field(client, body, field):
     assert response.status_code == 422 and response.headers["content-type"] == PROBLEM
     problem = response.json()
     assert problem["status"] == 422 and field in [e["field"] for e in problem["errors"]]
+    assert client.get("/v1/jobs").json()["items"] == []
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
+def test_a_body_that_is_not_json_is_a_415_problem(client, content_type):
+    body = '{"name": "x", "source": {"kind": "synthetic"}}'
+    headers = {"Content-Type": content_type} if content_type else {}
+    response = client.post("/v1/jobs", content=body, headers=headers)
+    assert response.status_code == 415 and response.headers["content-type"] == PROBLEM
+    assert "application/json" in response.json()["detail"]
     assert client.get("/v1/jobs").json()["items"] == []
 
 

@@ -24,7 +24,8 @@ Split = Literal[SPLITS]  # type: ignore[valid-type]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict: "3" is not an int and "yes" not a bool; unknown fields are errors.
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class UrlSource(_Strict):

@@ -20,7 +20,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 
 from jobkit.api import health_router
 from jobkit.auth import bearer_token_dependency
-from jobkit.problems import install_problem_handlers
+from jobkit.problems import ProblemError, install_problem_handlers, problem_type
 from jobkit.runner import JobRunner
 from jobkit.settings import ServiceSettings
 from jobkit.store import JobStore
@@ -111,5 +111,25 @@ def create_service_app(
     require_token = Depends(bearer_token_dependency(lambda: app.state.settings or get_settings()))
     app.include_router(health_router(readiness(app, running_noun)))
     for router in routers:
-        app.include_router(router, dependencies=[require_token])
+        app.include_router(router, dependencies=[require_token, Depends(json_bodies_only)])
     return app
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
+async def json_bodies_only(request: Request) -> None:
+    """A request body must be JSON: anything else is a 415 problem (not a confusing 422)."""
+    if request.method in ("POST", "PUT", "PATCH") and await request.body():
+        content_type = request.headers.get("content-type", "")
+        if not _is_json(content_type):
+            raise ProblemError(
+                415,
+                "Unsupported Media Type",
+                f"the body must be application/json, not {content_type or 'untyped'}",
+                type_=problem_type("unsupported-media-type"),
+            )

@@ -23,9 +23,20 @@ def test_defaults_are_the_homeworks_except_weight_decay():
     assert config.mixed_precision == "auto" and config.jit_compile == "auto"
 
 
-@pytest.mark.parametrize(("width", "filters"), [("full", 64), ("half", 32), (8, 8), ("16", 16)])
+@pytest.mark.parametrize(("width", "filters"), [("full", 64), ("half", 32), (8, 8)])
 def test_width_presets_and_ints(width, filters):
     assert TrainConfig(dataset="toy", width=width).filters == filters
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("width", "16"), ("seed", False), ("levels", [False]), ("epochs", "3"),
+     ("learning_rate", float("nan")), ("batch_size", 8.0)],
+)  # fmt: skip
+def test_strings_booleans_and_nan_are_not_numbers(field, value):
+    with pytest.raises(ValidationError) as caught:
+        TrainConfig(dataset="toy", **{field: value})
+    assert caught.value.errors()[0]["loc"][0] == field
 
 
 @pytest.mark.parametrize(

@@ -27,7 +27,8 @@ _CHECKPOINT_SUFFIX = ".keras"
 class TrainConfig(BaseModel):
     """A training run's configuration (validated; unknown fields are rejected)."""
 
-    model_config = ConfigDict(extra="forbid")
+    # Strict: no string or boolean stands in for a number; NaN and infinities are refused.
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
     dataset: str = Field(
         ...,
