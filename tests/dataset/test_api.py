@@ -63,10 +63,11 @@ def post(client, body, **headers):
 # ---------------------------------------------------------------------------- basics
 
 
-def test_health_readiness_and_docs(client):
+def test_health_readiness_and_docs(client, data_root):
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["status"] == "ready"
+    assert str(data_root) not in ready.text and "data root writable" in ready.json()["detail"]
     paths = client.get("/openapi.json").json()["paths"]
     for path in ("/v1/jobs", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/cancel", "/v1/datasets"):
         assert path in paths

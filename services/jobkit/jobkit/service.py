@@ -59,7 +59,8 @@ def start_runner(app: FastAPI, settings: ServiceSettings, kind: str, target: str
 
 
 def readiness(app: FastAPI, noun: str) -> Callable[[], tuple[bool, str]]:
-    """Ready when the runner is started and the volume is writable."""
+    """Ready when the runner is started and the volume is writable. (``/readyz`` needs no
+    token, so its message names no server path.)"""
 
     def check() -> tuple[bool, str]:
         state = app.state
@@ -67,8 +68,8 @@ def readiness(app: FastAPI, noun: str) -> Callable[[], tuple[bool, str]]:
             return False, "the job runner is not started"
         data_root = state.settings.data_root
         if not os.access(data_root, os.W_OK):
-            return False, f"the data root {data_root} is not writable"
-        return True, f"data root {data_root} writable; {state.store.count_running()} {noun}"
+            return False, "the data root is not writable"
+        return True, f"data root writable; {state.store.count_running()} {noun}"
 
     return check
 

@@ -27,7 +27,8 @@ def load_dataset(data_root: Path, name: str) -> tuple[Path, DatasetMetadata]:
     try:
         metadata = load_metadata(folder)
     except FileNotFoundError:
-        raise JobFailed(f"no prepared dataset {name!r} at {folder}", "invalid_input") from None
+        where = folder.relative_to(data_root) if folder.is_relative_to(data_root) else name
+        raise JobFailed(f"no prepared dataset {name!r} at {where}", "invalid_input") from None
     except SchemaVersionError as exc:
         raise JobFailed(f"dataset {name!r}: {exc}", "invalid_input") from None
     for split in (TRAIN, VAL):
