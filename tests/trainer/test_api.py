@@ -132,6 +132,13 @@ def test_idempotency_key(api: Offline):
         ({"schedule": "poly"}, "body.schedule"),
         ({"learning_rate": "fast"}, "body.learning_rate"),
         ({"surprise": True}, "body.surprise"),
+        # bounded before any worker starts (none of these builds a model)
+        ({"width": 1_000_000}, "body.width"),
+        ({"levels": [1_000_000_000]}, "body.levels"),
+        ({"levels": [100] * 1000}, "body.levels"),
+        ({"width": 512, "levels": [4, 6, 3, 2]}, "body.levels"),
+        ({"batch_size": 100_000}, "body.batch_size"),
+        ({"batch_size": 10_000}, "body.batch_size"),  # more than the toy's train split
     ],
 )
 def test_invalid_config_is_a_422_naming_the_field(api: Offline, change, field):
@@ -154,6 +161,15 @@ def test_foreign_schema_version_is_a_422(api: Offline):
     body = problem(api.client.post("/v1/runs", json={**TINY, "dataset": "old"}), 422)
     assert body["errors"][0]["field"] == "body.dataset"
     assert body["type"].endswith("dataset-schema-version") and "99" in body["detail"]
+
+
+def test_init_checkpoint_must_be_a_keras_file(api: Offline):
+    fake = api.data_root / "fake.keras"
+    fake.write_text("not a zip")
+    body = problem(api.client.post("/v1/runs", json={**TINY, "init_checkpoint": "fake.keras"}), 422)
+    assert body["errors"][0]["field"] == "body.init_checkpoint"
+    assert "not a Keras .keras checkpoint" in body["detail"]
+    assert api.client.get("/v1/runs").json()["items"] == []
 
 
 def test_init_checkpoint_must_exist_in_the_data_root(api: Offline):
@@ -254,24 +270,21 @@ def test_bearer_token_guards_everything_but_health(data_root: Path):
     assert ok.status_code == 200
 
 
-def test_model_report_is_computed_once_per_shape(api: Offline, monkeypatch):
-    from trainer_service import reports
+def test_model_report_is_closed_form_and_bounded(api: Offline):
+    from trainer_service.architecture import size
 
-    reports.clear()
     report = api.client.get("/v1/model-report", params={"width": 8, "levels": "1,1", "classes": 4})
     assert report.status_code == 200, report.text
     body = report.json()
     assert (body["filters"], body["levels"], body["classes"]) == (8, [1, 1], 4)
-    assert body["total_params"] > 0 and body["macs_per_image"] > 0
-    assert body["peak_memory_bytes"] is None  # not measured unless asked
-
-    def fail(*args, **kwargs):
-        raise AssertionError("not cached")
-
-    monkeypatch.setattr("trainer_service.model.report.model_report", fail)
-    again = api.client.get("/v1/model-report", params={"width": "8", "levels": "1,1", "classes": 4})
-    assert again.json() == body
-    bad = api.client.get("/v1/model-report", params={"width": "6"})
-    assert problem(bad, 422)["errors"][0]["field"] == "query.width"
-    bad = api.client.get("/v1/model-report", params={"levels": "4,x"})
-    assert problem(bad, 422)["errors"][0]["field"] == "query.levels"
+    assert body["total_params"] == size(8, (1, 1), 4).total_params
+    assert body["macs_per_image"] == size(8, (1, 1), 4).macs_per_image
+    for params, field in (
+        ({"width": "6"}, "query.width"),
+        ({"width": "2048"}, "query.width"),
+        ({"levels": "4,x"}, "query.levels"),
+        ({"levels": ",".join(["100"] * 1000)}, "query.levels"),
+        ({"width": "512", "levels": "4,6,3,2"}, "query.levels"),
+    ):
+        bad = api.client.get("/v1/model-report", params=params)
+        assert problem(bad, 422)["errors"][0]["field"] == field, params

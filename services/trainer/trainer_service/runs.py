@@ -6,6 +6,7 @@ naming the field) or as jobkit errors (404 unknown run, 409 wrong state).
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from jobkit.runner import JobRunner
 from jobkit.store import JobStore
 from shard_format.metadata import SchemaVersionError, load_metadata
 from shard_format.schema import TRAIN, VAL, dataset_dir
+from trainer_service.architecture import check_shape
 from trainer_service.models import CheckpointInfo, RunPublic, TrainingStatus
 from trainer_service.training import checkpoints
 from trainer_service.training.config import TrainConfig
@@ -34,8 +36,9 @@ class InvalidRunRequest(ValueError):
         self.slug = slug
 
 
-def check_dataset(data_root: Path, name: str) -> None:
-    """The dataset must be prepared, of this schema version, with labeled train and val splits."""
+def check_dataset(data_root: Path, name: str):
+    """The dataset must be prepared, of this schema version, with labeled train and val splits.
+    Returns its metadata."""
     folder = dataset_dir(data_root, name)
     try:
         metadata = load_metadata(folder)
@@ -59,6 +62,7 @@ def check_dataset(data_root: Path, name: str) -> None:
             raise InvalidRunRequest(
                 "body.dataset", f"{name!r} has no labeled {split} split", "dataset-unusable"
             )
+    return metadata
 
 
 def check_init_checkpoint(data_root: Path, relative: str | None) -> None:
@@ -73,10 +77,32 @@ def check_init_checkpoint(data_root: Path, relative: str | None) -> None:
         raise InvalidRunRequest(
             "body.init_checkpoint", f"no checkpoint file {relative!r} under the data root"
         )
+    # A .keras file is a zip holding the model's config: anything else fails the run later.
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        names = set()
+    if "config.json" not in names:
+        raise InvalidRunRequest(
+            "body.init_checkpoint", f"{relative!r} is not a Keras .keras checkpoint"
+        )
 
 
 def check_request(data_root: Path, config: TrainConfig) -> None:
-    check_dataset(data_root, config.dataset)
+    """Everything the dataset's metadata and the volume let us check before a 202."""
+    metadata = check_dataset(data_root, config.dataset)
+    train_records = metadata.splits[TRAIN].num_records
+    if config.batch_size > train_records:
+        raise InvalidRunRequest(
+            "body.batch_size",
+            f"batch_size {config.batch_size} is larger than the {train_records} train images "
+            f"of {config.dataset!r}",
+        )
+    try:
+        check_shape(config.filters, config.levels, metadata.num_classes)
+    except ValueError as exc:
+        raise InvalidRunRequest("body.levels", str(exc)) from None
     check_init_checkpoint(data_root, config.init_checkpoint)
 
 

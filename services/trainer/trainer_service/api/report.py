@@ -1,4 +1,9 @@
-"""``GET /v1/model-report``: parameters, multiply-adds and (optionally) train-step memory."""
+"""``GET /v1/model-report``: parameters and multiply-adds of a model shape, in closed form.
+
+Nothing is built here (``trainer_service.architecture``), so the API process never imports Keras.
+A measurement of a train step's peak memory needs a real model and a device: ``resnet-report
+--memory`` does it from the command line.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from jobkit.problems import PROBLEM_JSON, invalid_field
-from trainer_service import reports
+from trainer_service.architecture import (
+    DEFAULT_CLASSES,
+    MAX_CLASSES,
+    check_shape,
+    parse_levels,
+    report,
+    resolve_width,
+)
 
 router = APIRouter(tags=["model"])
 
@@ -15,25 +27,22 @@ router = APIRouter(tags=["model"])
 @router.get(
     "/v1/model-report",
     responses={422: {"content": {PROBLEM_JSON: {}}, "description": "Bad width or levels"}},
-    summary="Size and cost of the ResNet for a width and levels (cached)",
+    summary="Parameters and multiply-adds of the ResNet for a width and levels",
 )
 def model_report(
     width: Annotated[str, Query(description='"full", "half" or a multiple of 4')] = "full",
     levels: Annotated[str, Query(description="Bottleneck repeats per level")] = "4,6,3,2",
     classes: Annotated[
-        int | None, Query(ge=1, le=100_000, description="Default: the model's (200)")
-    ] = None,
-    batch_size: Annotated[int, Query(ge=1, le=4096)] = 32,
-    memory: Annotated[bool, Query(description="Measure one train step's peak memory")] = False,
+        int, Query(ge=1, le=MAX_CLASSES, description="Output classes")
+    ] = DEFAULT_CLASSES,
 ) -> dict[str, Any]:
-    from trainer_service.model.resnet import DEFAULT_CLASSES, parse_levels, resolve_width
-
     try:
         filters = resolve_width(width)
     except ValueError as exc:
         raise invalid_field("query.width", str(exc)) from exc
     try:
         parsed = parse_levels(levels)
+        check_shape(filters, parsed, classes)
     except ValueError as exc:
         raise invalid_field("query.levels", str(exc)) from exc
-    return reports.cached_report(filters, parsed, classes or DEFAULT_CLASSES, batch_size, memory)
+    return report(filters, parsed, classes)

@@ -17,21 +17,9 @@ import numbers
 import keras
 from keras import layers, ops
 
+from trainer_service.architecture import check_positive_int
+
 PACKAGE = "trainer_service"
-
-
-def check_positive_int(name: str, value, multiple: int = 1) -> int:
-    """Return ``value`` as an int, or raise ValueError naming it and the received value."""
-    ok = (
-        isinstance(value, numbers.Integral)
-        and not isinstance(value, bool)
-        and value >= 1
-        and value % multiple == 0
-    )
-    if not ok:
-        what = "a positive int" if multiple == 1 else f"a positive multiple of {multiple}"
-        raise ValueError(f"{name} must be {what}, got {value!r}")
-    return int(value)
 
 
 def check_weight_decay(value) -> float:

@@ -26,67 +26,28 @@ Defects of the original homework model fixed here:
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Sequence
 
 import keras
 from keras import layers
 
+from trainer_service.architecture import (  # noqa: F401  (the shape facts, re-exported)
+    DEFAULT_CLASSES,
+    DEFAULT_LEVELS,
+    INPUT_SHAPE,
+    WIDTHS,
+    check_levels,
+    check_positive_int,
+    parse_levels,
+    resolve_width,
+)
 from trainer_service.model.blocks import (
     Bottleneck,
     Downsample,
     SpecialBottleneck,
-    check_positive_int,
     check_weight_decay,
     l2_regularizer,
 )
-
-#: Width presets: the number of filters of the tail conv and the first level.
-WIDTHS: dict[str, int] = {"full": 64, "half": 32}
-DEFAULT_LEVELS: tuple[int, ...] = (4, 6, 3, 2)
-DEFAULT_CLASSES = 200
-INPUT_SHAPE: tuple[int, int, int] = (64, 64, 3)
-
-
-def resolve_width(width: str | int) -> int:
-    """A preset name (``"full"``, ``"half"``), an int, or a decimal string -> the int width."""
-    if isinstance(width, str):
-        key = width.strip().lower()
-        if key in WIDTHS:
-            return WIDTHS[key]
-        if not key.isdigit():
-            raise ValueError(
-                f"width must be one of {sorted(WIDTHS)} or a positive multiple of 4, got {width!r}"
-            )
-        width = int(key)
-    return check_positive_int("filters", width, multiple=4)
-
-
-def check_levels(levels) -> tuple[int, ...]:
-    """A non-empty sequence of non-negative ints (Bottleneck repeats per level) -> a tuple."""
-    ok = isinstance(levels, Sequence) and not isinstance(levels, str | bytes) and len(levels) > 0
-    ok = ok and all(
-        isinstance(r, numbers.Integral) and not isinstance(r, bool) and r >= 0 for r in levels
-    )
-    if not ok:
-        raise ValueError(f"levels must be a non-empty list of non-negative ints, got {levels!r}")
-    return tuple(int(r) for r in levels)
-
-
-def parse_levels(text: str) -> tuple[int, ...]:
-    """``"4,6,3,2"`` -> ``(4, 6, 3, 2)``; raises ValueError repeating the text otherwise."""
-    try:
-        levels = [int(part) for part in text.split(",")]
-    except (AttributeError, ValueError):
-        raise ValueError(
-            f"levels must be comma-separated non-negative ints, got {text!r}"
-        ) from None
-    try:
-        return check_levels(levels)
-    except ValueError:
-        raise ValueError(
-            f"levels must be comma-separated non-negative ints, got {text!r}"
-        ) from None
 
 
 def build_resnet(

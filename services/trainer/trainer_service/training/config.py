@@ -13,6 +13,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+# Keras-free: the API process validates configs without importing Keras (or TensorFlow).
+from trainer_service.architecture import check_levels, check_shape, resolve_width
+
 #: Scale of ``keras.regularizers.L2`` on every Conv2D/Dense kernel. Keras adds ``l * sum(w**2)``
 #: to the loss, whose gradient is ``2 * l * w``: with SGD this equals the classic (coupled)
 #: weight decay ``wd = 2 * l``, so 2.5e-4 is the usual ``wd = 5e-4`` of ResNets trained from
@@ -22,6 +25,11 @@ DEFAULT_WEIGHT_DECAY = 2.5e-4
 
 DATASET_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 _CHECKPOINT_SUFFIX = ".keras"
+
+
+#: Largest global batch: 4096 images of 64x64x3 uint8 are 50 MB per step on the host; a larger
+#: batch than that no longer fits a full-width model's activations on one GPU.
+MAX_BATCH = 4096
 
 
 class TrainConfig(BaseModel):
@@ -45,7 +53,7 @@ class TrainConfig(BaseModel):
         description="Bottleneck repeats per level (each level ends with a Downsample).",
     )
     epochs: int = Field(72, ge=1, le=10_000)
-    batch_size: int = Field(128, ge=1, le=65_536, description="Global batch (all replicas).")
+    batch_size: int = Field(128, ge=1, le=MAX_BATCH, description="Global batch (all replicas).")
     optimizer: Literal["sgd", "adam"] = "sgd"
     learning_rate: float = Field(0.01, gt=0, le=10, description="Peak (base) learning rate.")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (ignored by Adam).")
@@ -96,17 +104,17 @@ class TrainConfig(BaseModel):
     @field_validator("width")
     @classmethod
     def _check_width(cls, value):
-        from trainer_service.model.resnet import resolve_width  # keras: imported when needed
-
         resolve_width(value)
         return value
 
     @field_validator("levels")
     @classmethod
-    def _check_levels(cls, value):
-        from trainer_service.model.resnet import check_levels
-
-        return list(check_levels(value))
+    def _check_levels(cls, value, info: ValidationInfo):
+        levels = check_levels(value)
+        width = info.data.get("width")
+        if width is not None:  # else width itself was invalid, and said so
+            check_shape(resolve_width(width), levels)
+        return list(levels)
 
     @field_validator("steps_per_execution")
     @classmethod
@@ -147,6 +155,4 @@ class TrainConfig(BaseModel):
     @property
     def filters(self) -> int:
         """The width as an int (presets resolved)."""
-        from trainer_service.model.resnet import resolve_width
-
         return resolve_width(self.width)
