@@ -92,7 +92,7 @@ def test_learns_the_toy_dataset_and_leaves_a_complete_run_folder(data_root, tmp_
     assert ctx.metrics_seen["epoch"] == 4 and ctx.metrics_seen["images_per_s"] > 0
 
 
-def test_stop_mid_epoch_saves_a_partial_checkpoint_and_resume_redoes_that_epoch(
+def test_stop_mid_epoch_saves_a_partial_checkpoint_and_resume_redoes_that_epoch_exactly(
     data_root, tmp_path
 ):
     config = tiny_config(epochs=2, limit_train_steps=4, limit_val_steps=1)
@@ -107,21 +107,31 @@ def test_stop_mid_epoch_saves_a_partial_checkpoint_and_resume_redoes_that_epoch(
     assert not paths.predictions.exists()
     # as if the worker had died after recording epoch 2 but before its checkpoint
     append_epoch(paths, {"epoch": 2, "step": 8, "loss": 123.0})
+    epoch_one = keras.models.load_model(checkpoints.epoch_files(paths)[1], compile=False)
     partial = keras.models.load_model(paths.partial, compile=False)
-    partial_digest = loop.weights_digest(partial)
+    assert loop.weights_digest(partial) != loop.weights_digest(epoch_one)
 
     resumed = loop.train(config, paths.root, data_root)
 
     start = resumed["resumed_from"]
-    assert (start["epoch"], start["partial"], start["file"]) == (1, True, "partial.keras")
-    assert start["step"] == 4  # back to the start of epoch 2: the schedule position
-    assert start["weights_sha256"] == partial_digest  # continues from the saved weights
+    assert (start["epoch"], start["partial"]) == (1, True)
+    assert start["file"] == checkpoints.epoch_files(paths)[1].name
+    assert start["step"] == 4  # the start of epoch 2, as the weights are
+    # Epoch 2 is redone from the state it began with: its batches 1-2 are not trained twice.
+    assert start["weights_sha256"] == loop.weights_digest(epoch_one)
     history = read_history(paths)
     assert [r["epoch"] for r in history] == [1, 2]
     assert history[1]["loss"] != 123.0
     assert [r["step"] for r in history] == [4, 8]
     assert not resumed["stopped"] and paths.predictions.is_file()
     assert not paths.partial.exists()
+    # The optimizer took exactly the steps of an uninterrupted run (2 epochs x 4 batches).
+    final = keras.models.load_model(checkpoints.epoch_files(paths)[2])
+    assert int(keras.ops.convert_to_numpy(final.optimizer.iterations)) == 8
+    uninterrupted = loop.train(config, tmp_path / "straight", data_root)
+    straight = keras.models.load_model(checkpoints.epoch_files(RunPaths(tmp_path / "straight"))[2])
+    assert int(keras.ops.convert_to_numpy(straight.optimizer.iterations)) == 8
+    assert not uninterrupted["stopped"]
 
 
 def test_warm_start_from_a_chosen_checkpoint(data_root, tmp_path):

@@ -14,9 +14,10 @@ resume truncates the history to its epoch, so no epoch is recorded twice.
 
 When a run is stopped (cancel, shutdown) in the middle of epoch ``E + 1``, the current state is
 saved as ``partial.keras`` and ``latest.json`` says ``{"epoch": E, "partial": true}``. A resume
-loads those weights and optimizer state but redoes epoch ``E + 1`` from its first batch (like
-``keras.callbacks.BackupAndRestore``) with the step counter set back to the epoch boundary, so the
-schedule position is that of the epoch start.
+redoes epoch ``E + 1`` from its first batch and from the state it began with (``epoch-E``'s
+checkpoint, or the fresh seeded model for ``E = 0``): no batch is trained twice, and the step
+counter and the schedule are exactly an uninterrupted run's. ``partial.keras`` stays for people
+who want the stopped weights.
 
 Imports neither TensorFlow nor Keras.
 """

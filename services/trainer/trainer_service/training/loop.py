@@ -121,14 +121,22 @@ def restore(
 ) -> dict[str, Any]:
     """Load the checkpoint ``latest`` names (weights and optimizer state) into ``model``.
 
-    A partial checkpoint's step counter is set back to the start of the epoch it redoes, so
-    the schedule is where that epoch begins. Returns what was restored.
+    A run stopped in the middle of epoch ``E + 1`` redoes that epoch exactly: from the weights
+    and optimizer state it began with (``epoch-E``'s checkpoint; the fresh, seeded model when
+    ``E`` is 0), not from ``partial.keras``, so no batch is trained twice and the step counter
+    equals an uninterrupted run's. Returns what was restored.
     """
-    path = paths.checkpoints / latest.file
     model.optimizer.build(model.trainable_variables)
-    model.load_weights(path)
+    path = paths.checkpoints / latest.file
     if latest.partial:
-        model.optimizer.iterations.assign(latest.epoch * steps_per_epoch)
+        path = checkpoints.epoch_files(paths).get(latest.epoch)
+        if path is None and latest.epoch > 0:
+            raise JobFailed(
+                f"cannot resume: the checkpoint of epoch {latest.epoch} is missing",
+                "invalid_input",
+            )
+    if path is not None:
+        model.load_weights(path)
     if latest.steps_per_epoch not in (None, steps_per_epoch):
         logging.getLogger(__name__).warning(
             "steps per epoch changed from %s to %s since the checkpoint (dataset re-prepared?)",
@@ -137,7 +145,7 @@ def restore(
         )
     return {
         "epoch": latest.epoch,
-        "file": latest.file,
+        "file": path.name if path is not None else None,
         "partial": latest.partial,
         "step": int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
         "weights_sha256": weights_digest(model),
