@@ -302,6 +302,13 @@ def _bad_inputs(data_root, pristine, pristine_zip):
         ),
     }
     shutil.copy(pristine_zip, raw / "good.zip")
+    # An archive without wnids.txt: the message names the archive, not the extraction folder.
+    with zipfile.ZipFile(raw / "no-wnids.zip", "w") as zf:
+        for path in sorted(pristine.rglob("*")):
+            if path.is_file() and path.name != "wnids.txt":
+                zf.write(path, f"tiny-imagenet-200/{path.relative_to(pristine)}")
+    cases["no-wnids-zip"] = ({"kind": "zip", "path": "raw/no-wnids.zip"}, "raw/no-wnids.zip: ")
+    cases["no-wnids"] = (cases["no-wnids"][0], "trees/no-wnids: wnids.txt is missing")
     return cases
 
 
@@ -318,6 +325,8 @@ def test_each_bad_input_fails_readably_and_leaves_nothing_ready(data_root, prist
             job = wait_done(client, ids[name])
             assert job["state"] == "failed", (name, job)
             assert words in job["error"]["message"], (name, job["error"])
+            assert "extracted" not in job["error"]["message"], (name, job["error"])
+            assert str(data_root) not in job["error"]["message"], (name, job["error"])
             assert job["error"]["type"] in ("invalid_input", "source_error"), job["error"]
             assert not (dataset_dir(data_root, name) / METADATA_FILE).exists(), name
         assert client.get("/v1/datasets").json()["items"] == []

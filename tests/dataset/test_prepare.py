@@ -155,6 +155,17 @@ def test_a_failed_re_prepare_leaves_the_good_dataset_as_it_was(data_root):
     assert load_metadata(reader_sees) == good and shard_hashes(reader_sees) == before
 
 
+def test_too_many_shards_fail_in_the_plan_phase(data_root):
+    reporter = LogReporter()
+    with pytest.raises(ShardCountError):
+        prepare(
+            PrepareRequest(name="p", source=SYNTHETIC, shards={"train": 1000}),
+            make_settings(data_root),
+            reporter,
+        )
+    assert reporter.phases[-1] == "plan"
+
+
 def test_layout_errors_fail_before_anything_is_written(pristine, data_root):
     tree = data_root / "mine" / pristine.name
     shutil.copytree(pristine, tree)
@@ -260,7 +271,7 @@ def test_job_function_records_the_result(env_settings, data_root):
     run_prepare(ctx)
     (result,) = ctx.results
     assert result["dataset"] == "j" and result["splits"]["val"] == SMALL_SPEC.val_total
-    assert ctx.phases == ["generate", "validate", "reorganize", "write", "metadata"]
+    assert ctx.phases == ["generate", "validate", "reorganize", "plan", "write", "metadata"]
     assert json.loads((dataset_dir(data_root, "j") / METADATA_FILE).read_text())["name"] == "j"
 
 

@@ -60,7 +60,9 @@ def find_root(path: Path) -> Path:
     subdirs = [p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")]
     if len(subdirs) == 1 and (subdirs[0] / WNIDS_FILE).is_file():
         return subdirs[0]
-    raise LayoutError(f"{WNIDS_FILE} is missing: neither {path.name}/ nor a folder in it has one")
+    raise LayoutError(
+        f"{WNIDS_FILE} is missing: neither at the top nor in a {ROOT_DIR_NAME}/ (or single) folder"
+    )
 
 
 def _lines(path: Path, what: str) -> list[str]:

@@ -206,6 +206,7 @@ def prepare(
             "val images: %d moved, %d already in place", report.moved, report.already_in_place
         )
 
+        rep.phase("plan")  # shard counts are checked against the images here
         tasks = plan(request, layout, settings)
         # Built beside the current version, which stays usable until the swap at the end.
         out = open_staging(settings.data_root, request.name)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from dataset_service.errors import ChecksumMismatch, SourceError, UnsafeArchive
+from dataset_service.errors import ChecksumMismatch, LayoutError, SourceError, UnsafeArchive
 from dataset_service.files import CHUNK, file_digest, read_json
 from dataset_service.layout import find_root
 from dataset_service.paths import (
@@ -319,7 +319,12 @@ def obtain_tree(
         folder = resolve_inside(data_root, source.path)
         if not folder.is_dir():
             raise SourceError(f"source folder {source.path!r} does not exist")
-        return find_root(folder), {"source": relative_to_root(data_root, folder), "md5": None}
+        origin = relative_to_root(data_root, folder)
+        try:
+            root = find_root(folder)
+        except LayoutError as exc:
+            raise LayoutError(f"{origin}: {exc}") from None
+        return root, {"source": origin, "md5": None}
 
     if source.kind == "synthetic":
         from dataset_service.synthetic import SyntheticSpec
@@ -376,4 +381,8 @@ def obtain_tree(
             progress=reporter.progress,
             check_stop=reporter.check_stop,
         )
-    return find_root(target), {"source": origin, "md5": md5}
+    try:
+        root = find_root(target)
+    except LayoutError as exc:  # name the archive the user gave, not our extraction folder
+        raise LayoutError(f"{origin}: {exc}") from None
+    return root, {"source": origin, "md5": md5}
