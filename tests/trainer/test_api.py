@@ -200,6 +200,18 @@ def test_resume_is_409_unless_interrupted_cancelled_or_failed(api: Offline, stat
     assert body["state"] == state and "only an interrupted" in body["detail"]
 
 
+def test_a_cancelled_run_is_not_resumable_while_its_worker_still_exits(api: Offline, monkeypatch):
+    run = api.post_run()
+    api.store.mark_running(run["id"], 12345)
+    api.store.finish(run["id"], JobState.CANCELLED)
+    runner = api.client.app.state.runner
+    monkeypatch.setattr(runner, "running_job_ids", lambda: [run["id"]])  # still exiting
+    body = problem(api.client.post(f"/v1/runs/{run['id']}/resume"), 409)
+    assert "still exiting" in body["detail"]
+    monkeypatch.setattr(runner, "running_job_ids", lambda: [])  # gone
+    assert api.client.post(f"/v1/runs/{run['id']}/resume").status_code == 202
+
+
 def fake_checkpoints(data_root: Path, run_id: str, accuracies: list[float]) -> RunPaths:
     """A run folder as training leaves it, with a tiny stand-in model."""
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])

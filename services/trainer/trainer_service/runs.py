@@ -180,6 +180,14 @@ def resume(
             f"run {run_id} is {job.state}; only an interrupted, cancelled or failed run can be "
             "resumed",
         )
+    if runner is not None and run_id in runner.running_job_ids():
+        # Its state is already final but its worker is still saving or exiting: a new worker
+        # now would write the same run folder beside it.
+        raise JobStateConflict(
+            run_id,
+            job.state,
+            f"run {run_id} is {job.state} but its worker is still exiting; retry in a few seconds",
+        )
     if checkpoint is not None:
         _rewind_to(RunPaths.for_run(data_root, run_id), checkpoint)
     job = store.reset_for_retry(run_id)
