@@ -189,3 +189,25 @@ def test_end_to_end_run_cancel_and_logs(svc: Service) -> None:
     while svc.client.get(f"/v1/jobs/{long['id']}").json()["state"] != "cancelled":
         assert time.monotonic() < deadline
         time.sleep(0.02)
+
+
+@pytest.mark.parametrize("service", ["dataset", "trainer"])
+def test_the_openapi_spec_says_problem_json_for_every_error(service, tmp_path):
+    import importlib
+
+    from jobkit.problems import PROBLEM_JSON
+
+    main = importlib.import_module(f"{service}_service.main")
+    config = importlib.import_module(f"{service}_service.config")
+    spec = main.create_app(config.Settings(data_root=tmp_path)).openapi()
+    assert "HTTPValidationError" not in spec["components"]["schemas"]
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            responses = operation["responses"]
+            for code, response in responses.items():
+                if code[0] in "45":
+                    assert list(response["content"]) == [PROBLEM_JSON], (path, method, code)
+            if path not in ("/healthz", "/readyz"):
+                assert "401" in responses, (path, method)
+            if "requestBody" in operation:
+                assert {"415", "422"} <= set(responses), (path, method)

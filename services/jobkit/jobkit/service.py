@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.openapi.utils import get_openapi
 
 from jobkit.api import health_router
 from jobkit.auth import bearer_token_dependency
-from jobkit.problems import ProblemError, install_problem_handlers, problem_type
+from jobkit.problems import PROBLEM_JSON, ProblemError, install_problem_handlers, problem_type
 from jobkit.runner import JobRunner
 from jobkit.settings import ServiceSettings
 from jobkit.store import JobStore
@@ -113,7 +114,61 @@ def create_service_app(
     app.include_router(health_router(readiness(app, running_noun)))
     for router in routers:
         app.include_router(router, dependencies=[require_token, Depends(json_bodies_only)])
+    app.openapi = lambda: problem_openapi(app)
     return app
+
+
+#: The RFC 9457 body every error answer has (``errors`` on 422s: one entry per invalid field).
+PROBLEM_SCHEMA = {
+    "type": "object",
+    "required": ["type", "title", "status"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "instance": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+            },
+        },
+    },
+    "additionalProperties": True,
+}
+_PUBLIC = {"/healthz", "/readyz"}
+
+
+def problem_openapi(app: FastAPI) -> dict:
+    """The OpenAPI document as the service answers: every 4xx/5xx is ``application/problem+json``
+    (FastAPI would say ``application/json`` for its 422s), 401 on every route behind the token
+    and 415 on every route that takes a body."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(
+        title=app.title, version=app.version, summary=app.summary, routes=app.routes
+    )
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components["Problem"] = PROBLEM_SCHEMA
+    for unused in ("HTTPValidationError", "ValidationError"):
+        components.pop(unused, None)
+    problem = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    for path, operations in schema.get("paths", {}).items():
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            if path not in _PUBLIC:
+                responses.setdefault("401", {"description": "Missing or wrong bearer token"})
+            if "requestBody" in operation:
+                responses.setdefault("415", {"description": "The body is not JSON"})
+                responses.setdefault("422", {"description": "Invalid request"})
+            for code, response in responses.items():
+                if code[0] in "45":
+                    response["content"] = problem
+                    response.setdefault("description", "Problem details (RFC 9457)")
+    app.openapi_schema = schema
+    return schema
 
 
 def _is_json(content_type: str) -> bool:

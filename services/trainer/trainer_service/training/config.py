@@ -14,7 +14,12 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 # Keras-free: the API process validates configs without importing Keras (or TensorFlow).
-from trainer_service.architecture import check_levels, check_shape, resolve_width
+from trainer_service.architecture import (
+    MAX_LEVELS,
+    check_levels,
+    check_shape,
+    resolve_width,
+)
 
 #: Scale of ``keras.regularizers.L2`` on every Conv2D/Dense kernel. Keras adds ``l * sum(w**2)``
 #: to the loss, whose gradient is ``2 * l * w``: with SGD this equals the classic (coupled)
@@ -50,6 +55,8 @@ class TrainConfig(BaseModel):
     )
     levels: list[int] = Field(
         default_factory=lambda: [4, 6, 3, 2],
+        min_length=1,
+        max_length=MAX_LEVELS,
         description="Bottleneck repeats per level (each level ends with a Downsample).",
     )
     epochs: int = Field(72, ge=1, le=10_000)
