@@ -46,3 +46,25 @@ def test_truncate(tmp_path):
     assert [r["epoch"] for r in truncate_history(paths, 1)] == [1]
     assert len(paths.history_csv.read_text().splitlines()) == 2
     assert truncate_history(RunPaths(tmp_path / "empty"), 3) == []
+
+
+def test_history_png_shows_every_recorded_epoch_and_goes_with_the_rows(tmp_path):
+    from PIL import Image
+
+    paths = RunPaths(tmp_path)
+    append_epoch(paths, {**row(1, 2.0), "accuracy": 0.2, "val_loss": 2.1, "top5_accuracy": 0.5})
+    first = paths.history_png.read_bytes()
+    append_epoch(paths, {**row(2, 1.5), "accuracy": 0.4, "val_loss": 1.8, "top5_accuracy": 0.7})
+    second = paths.history_png.read_bytes()
+    assert first != second  # redrawn with the new epoch
+    with Image.open(paths.history_png) as image:
+        assert image.format == "PNG" and image.size == (1000, 400)
+        # not a blank canvas: the curves put many colours on it
+        assert len(image.convert("RGB").getcolors(1_000_000)) > 20
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "history.csv",
+        "history.json",
+        "history.png",
+    ]  # fmt: skip  (no temp file left)
+    truncate_history(paths, 0)
+    assert not paths.history_png.exists()  # no epochs, no plot

@@ -77,7 +77,7 @@ def test_learns_the_toy_dataset_and_leaves_a_complete_run_folder(data_root, tmp_
     assert best["val_accuracy"] == max(r["val_accuracy"] for r in history)
     assert result["evaluation"]["epoch"] == best["epoch"]
     assert checkpoints.read_latest(paths).epoch == 4
-    assert paths.model.is_file() and paths.config.is_file()
+    assert paths.model.is_file() and paths.config.is_file() and paths.history_png.is_file()
 
     train_tags = event_tags(paths.tensorboard / "train")
     val_tags = event_tags(paths.tensorboard / "validation")

@@ -60,6 +60,10 @@ class RunPaths:
         return self.root / "history.json"
 
     @property
+    def history_png(self) -> Path:
+        return self.root / "history.png"
+
+    @property
     def checkpoints(self) -> Path:
         return self.root / "checkpoints"
 

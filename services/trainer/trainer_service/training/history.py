@@ -14,6 +14,7 @@ from typing import Any
 
 from jobkit.files import atomic_write_json, atomic_write_text
 from trainer_service.training.files import RunPaths, read_json
+from trainer_service.training.plot import plot_history
 
 #: Columns of history.csv, in order (``epoch`` is the 1-based number of the completed epoch).
 COLUMNS = (
@@ -38,7 +39,8 @@ def read_history(paths: RunPaths) -> list[dict[str, Any]]:
 
 
 def write_history(paths: RunPaths, rows: list[Mapping[str, Any]]) -> None:
-    """Rewrite history.json, then history.csv, from ``rows`` (the API serves the JSON)."""
+    """Rewrite history.json, then history.csv and history.png, from ``rows`` (the API serves
+    the JSON)."""
     rows = [dict(r) for r in rows]
     atomic_write_json(paths.history_json, rows)
     out = io.StringIO()
@@ -47,6 +49,10 @@ def write_history(paths: RunPaths, rows: list[Mapping[str, Any]]) -> None:
     for row in rows:
         writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in COLUMNS})
     atomic_write_text(paths.history_csv, out.getvalue())
+    if rows:
+        plot_history(rows, paths.history_png)
+    else:
+        paths.history_png.unlink(missing_ok=True)
 
 
 def truncate_history(paths: RunPaths, epochs: int) -> list[dict[str, Any]]:

@@ -1,0 +1,54 @@
+"""``history.png``: the run's curves, for people who open the run folder rather than TensorBoard.
+
+Two panels over the epochs: loss (train and val) and accuracy (top-1 and top-5, train and val).
+Rewritten atomically with the history, so it always shows every recorded epoch.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from jobkit.files import temp_path
+
+CURVES = {
+    "loss": (("loss", "train"), ("val_loss", "val")),
+    "accuracy": (
+        ("accuracy", "train top-1"),
+        ("val_accuracy", "val top-1"),
+        ("top5_accuracy", "train top-5"),
+        ("val_top5_accuracy", "val top-5"),
+    ),
+}
+
+
+def plot_history(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
+    """Draw ``rows`` (history rows) into the PNG ``path`` (temp file, then rename)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display in a worker or a container
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(10, 4), dpi=100, layout="constrained")
+    epochs = [int(r["epoch"]) for r in rows]
+    for axes, (title, curves) in zip(figure.subplots(1, 2), CURVES.items(), strict=True):
+        for key, label in curves:
+            points = [
+                (e, r[key]) for e, r in zip(epochs, rows, strict=True) if r.get(key) is not None
+            ]
+            if points:
+                xs, ys = zip(*points, strict=True)
+                axes.plot(xs, ys, marker="o", markersize=3, label=label)
+        axes.set_title(title)
+        axes.set_xlabel("epoch")
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize="small")
+    tmp = temp_path(path, ".png")
+    try:
+        figure.savefig(tmp, format="png")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
