@@ -16,7 +16,7 @@ from scripts.run_local import free_port
 from tests.conftest import REPO_ROOT
 from tin_client import DatasetClient, TrainerClient
 
-CPU_FILES = ["docker-compose.yml", "docker/compose.cpu.yml"]
+CPU_FILES = ["docker-compose.yml", "docker/compose.cpu.yml", "tests/compose/fast-xla.yml"]
 SERVICES = ("dataset", "trainer", "tensorboard")
 
 
