@@ -31,4 +31,4 @@ else
   pytest_args=(--ignore=tests/compose)
 fi
 echo "== pytest"
-pytest "${pytest_args[@]}" "$@"
+pytest --durations=12 "${pytest_args[@]}" "$@"

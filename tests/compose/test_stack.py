@@ -59,46 +59,16 @@ def test_every_module_imports_in_its_image(stack: Stack, service):
     assert out.split()[-len(packages) - 1 :] == ["imported", *packages], out
 
 
-def test_prepare_train_and_watch_in_tensorboard(stack: Stack):
+def test_prepare_a_dataset(stack: Stack):
     with stack.dataset() as dataset:
         job = dataset.wait(dataset.prepare(DATASET, SYNTHETIC)["id"], timeout=900)
         assert job["state"] == "succeeded", job
         assert dataset.dataset(DATASET)["splits"]["train"]["num_records"] == 4 * 48
 
-    with stack.trainer() as trainer:
-        run = trainer.wait(trainer.train(**RUN, epochs=2)["id"], timeout=900)
-        assert run["state"] == "succeeded", run
-        # The image's default: Keras on JAX (here on the CPU).
-        assert run["result"]["runtime"]["backend"] == "jax"
-        assert [row["epoch"] for row in trainer.history(run["id"])] == [1, 2]
-        checkpoints = trainer.checkpoints(run["id"])
-        assert {c["epoch"] for c in checkpoints if c["kind"] == "epoch"} == {1, 2}
 
-    # TensorBoard (its own image, the volume read-only) lists the run's event folders.
-    deadline = time.monotonic() + 90
-    with stack.client("tensorboard") as tensorboard:
-        while True:
-            runs = tensorboard.get("/data/runs").raise_for_status().json()
-            if any(name.startswith(run["id"]) for name in runs):
-                break
-            assert time.monotonic() < deadline, f"TensorBoard lists {runs}, not {run['id']}"
-            time.sleep(2)
-
-    # Everything on the volume is readable by another uid (here: nobody, in another container).
-    unreadable = stack.exec(
-        "tensorboard",
-        "find", "/data", "(", "-type", "f", "!", "-perm", "-o=r", ")",
-        "-o", "(", "-type", "d", "!", "-perm", "-o=rx", ")",
-        user="65534",
-    )  # fmt: skip
-    assert unreadable.strip() == ""
-    metadata = dataset_dir(Path("/data"), DATASET) / METADATA_FILE
-    assert DATASET in stack.exec("tensorboard", "cat", str(metadata), user="65534")
-    model = f"/data/{RUNS_DIR}/{run['id']}/model.keras"
-    stack.exec("tensorboard", "test", "-r", model, user="65534")
-
-
-def test_stop_the_trainer_mid_run_then_resume(stack: Stack):
+def test_train_stop_the_trainer_mid_run_then_resume(stack: Stack):
+    """One 2-epoch run (each run on XLA:CPU spends most of its time compiling): stopped with
+    ``docker compose stop trainer`` after its first epoch, resumed after a restart."""
     with stack.trainer() as trainer:
         run_id = trainer.train(**RUN, epochs=2)["id"]
         deadline = time.monotonic() + 600
@@ -121,7 +91,39 @@ def test_stop_the_trainer_mid_run_then_resume(stack: Stack):
         assert trainer.resume(run_id)["state"] in ("queued", "running")
         run = trainer.wait(run_id, timeout=900)
         assert run["state"] == "succeeded", run
-        assert [row["epoch"] for row in trainer.history(run_id)] == [1, 2]
+        # The image's default: Keras on JAX (here on the CPU).
+        assert run["result"]["runtime"]["backend"] == "jax"
+        assert [row["epoch"] for row in trainer.history(run_id)] == [1, 2]  # each epoch once
+        checkpoints = trainer.checkpoints(run_id)
+        assert {c["epoch"] for c in checkpoints if c["kind"] == "epoch"} == {1, 2}
+
+
+def test_the_run_shows_in_tensorboard_and_its_files_are_readable(stack: Stack):
+    with stack.trainer() as trainer:
+        (run,) = trainer.list()
+    # TensorBoard (its own image, the volume read-only) lists the run's event folders.
+    deadline = time.monotonic() + 90
+    with stack.client("tensorboard") as tensorboard:
+        while True:
+            runs = tensorboard.get("/data/runs").raise_for_status().json()
+            if any(name.startswith(run["id"]) for name in runs):
+                break
+            assert time.monotonic() < deadline, f"TensorBoard lists {runs}, not {run['id']}"
+            time.sleep(2)
+
+    # Everything on the volume is readable by another uid (here: nobody, in another container).
+    unreadable = stack.exec(
+        "tensorboard",
+        "find", "/data", "(", "-type", "f", "!", "-perm", "-o=r", ")",
+        "-o", "(", "-type", "d", "!", "-perm", "-o=rx", ")",
+        user="65534",
+    )  # fmt: skip
+    assert unreadable.strip() == ""
+    metadata = dataset_dir(Path("/data"), DATASET) / METADATA_FILE
+    assert DATASET in stack.exec("tensorboard", "cat", str(metadata), user="65534")
+    run_dir = f"/data/{RUNS_DIR}/{run['id']}"
+    for name in ("model.keras", "history.png", "history.csv"):
+        stack.exec("tensorboard", "test", "-r", f"{run_dir}/{name}", user="65534")
 
 
 def test_down_then_up_keeps_datasets_and_runs(stack: Stack):

@@ -125,13 +125,9 @@ def test_stop_mid_epoch_saves_a_partial_checkpoint_and_resume_redoes_that_epoch_
     assert [r["step"] for r in history] == [4, 8]
     assert not resumed["stopped"] and paths.predictions.is_file()
     assert not paths.partial.exists()
-    # The optimizer took exactly the steps of an uninterrupted run (2 epochs x 4 batches).
+    # The optimizer took exactly the steps of an uninterrupted run: 2 epochs x 4 batches.
     final = keras.models.load_model(checkpoints.epoch_files(paths)[2])
-    assert int(keras.ops.convert_to_numpy(final.optimizer.iterations)) == 8
-    uninterrupted = loop.train(config, tmp_path / "straight", data_root)
-    straight = keras.models.load_model(checkpoints.epoch_files(RunPaths(tmp_path / "straight"))[2])
-    assert int(keras.ops.convert_to_numpy(straight.optimizer.iterations)) == 8
-    assert not uninterrupted["stopped"]
+    assert int(keras.ops.convert_to_numpy(final.optimizer.iterations)) == 2 * 4
 
 
 def test_warm_start_from_a_chosen_checkpoint(data_root, tmp_path):
