@@ -26,25 +26,21 @@ CURVES = {
 
 def plot_history(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
     """Draw ``rows`` (history rows) into the PNG ``path`` (temp file, then rename)."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display in a worker or a container
+    # A bare Figure renders with Agg: no pyplot, no display, no global backend state.
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(10, 4), dpi=100, layout="constrained")
-    epochs = [int(r["epoch"]) for r in rows]
     for axes, (title, curves) in zip(figure.subplots(1, 2), CURVES.items(), strict=True):
         for key, label in curves:
-            points = [
-                (e, r[key]) for e, r in zip(epochs, rows, strict=True) if r.get(key) is not None
-            ]
+            points = [(int(r["epoch"]), r[key]) for r in rows if r.get(key) is not None]
             if points:
                 xs, ys = zip(*points, strict=True)
                 axes.plot(xs, ys, marker="o", markersize=3, label=label)
+        if axes.lines:  # a panel with no values yet gets no (empty) legend
+            axes.legend(fontsize="small")
         axes.set_title(title)
         axes.set_xlabel("epoch")
         axes.grid(alpha=0.3)
-        axes.legend(fontsize="small")
     tmp = temp_path(path, ".png")
     try:
         figure.savefig(tmp, format="png")
