@@ -2,7 +2,8 @@
 
 - :mod:`shard_format.schema`     feature keys, schema version, shard and metadata file names
 - :mod:`shard_format.metadata`   pydantic models of a prepared dataset (splits, shards, classes)
-- :mod:`shard_format.records`    ``serialize`` for writers, ``parse``/``decode`` for readers (TF)
+- :mod:`shard_format.encode`     ``serialize`` and the TFRecord framing for writers (no TF)
+- :mod:`shard_format.records`    ``parse``/``decode``/``decode_batch`` for readers (TF)
 - :mod:`shard_format.preprocess` read-time preprocessing in pure Keras ops (runs on any backend)
 - :mod:`shard_format.pipeline`   the tf.data builder for a split
 

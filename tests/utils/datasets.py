@@ -47,7 +47,7 @@ def write_toy_dataset(
     """Write ``datasets/<name>/`` under ``data_root`` and return its metadata."""
     import tensorflow as tf
 
-    from shard_format.records import serialize
+    from shard_format.encode import serialize
 
     rng = np.random.default_rng(seed)
     out = dataset_dir(data_root, name)

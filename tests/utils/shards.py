@@ -21,7 +21,7 @@ def write_shards(directory: Path, records: list[tuple[bytes, int, str, str]], sh
     """Write ``records`` round-robin into ``shards`` files; returns the file paths."""
     import tensorflow as tf
 
-    from shard_format.records import serialize
+    from shard_format.encode import serialize
 
     paths = [directory / shard_file_name("toy", "train", i, shards) for i in range(shards)]
     writers = [tf.io.TFRecordWriter(str(p)) for p in paths]
