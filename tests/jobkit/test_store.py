@@ -149,11 +149,14 @@ def test_phase_progress_rate_eta(store: JobStore) -> None:
     job = store.create("k", {})
     store.mark_running(job.id, os.getpid())
     store.set_phase(job.id, "write", total=100, unit="images")
+    store.set_progress(job.id, 5)  # the first work done starts the clock: no rate yet
+    first = store.get(job.id).progress
+    assert first.rate is None and first.eta_s is None
     time.sleep(0.05)
     store.set_progress(job.id, 25)
     p = store.get(job.id).progress
     assert (p.done, p.total, p.unit, p.percent) == (25, 100, "images", 25.0)
-    assert p.rate is not None and 25 / 0.5 < p.rate < 25 / 0.04
+    assert p.rate is not None and 20 / 0.5 < p.rate < 20 / 0.04
     assert p.eta_s == pytest.approx(75 / p.rate)
     store.set_progress(job.id, 30, total=60)
     assert store.get(job.id).progress.percent == 50.0
@@ -163,6 +166,42 @@ def test_phase_progress_rate_eta(store: JobStore) -> None:
     assert got.progress.done == 0 and got.progress.total is None
     assert got.progress.rate is None and got.progress.eta_s is None
     assert got.progress.unit == "items"
+
+
+def test_the_rate_leaves_out_what_comes_before_the_first_item(store: JobStore) -> None:
+    """A phase that spends its first second starting processes is not three times slower."""
+    job = store.create("k", {})
+    store.mark_running(job.id, os.getpid())
+    store.set_phase(job.id, "write", total=1000, unit="images")
+    time.sleep(1.0)  # start-up: nothing done yet
+    store.set_progress(job.id, 0)
+    store.set_progress(job.id, 10)
+    time.sleep(0.1)
+    store.set_progress(job.id, 20)
+    p = store.get(job.id).progress
+    # Counted from the phase start this would be 20 / 1.1 s, about 18/s (ETA 54 s).
+    assert p.rate is not None and p.rate > 40 and p.eta_s < 980 / 40
+
+
+def test_a_database_of_the_first_schema_gets_the_new_columns(tmp_path) -> None:
+    import sqlite3
+
+    from jobkit.store import _ADDED_COLUMNS, _SCHEMA
+
+    path = tmp_path / "old.db"
+    old = _SCHEMA
+    for column, kind in _ADDED_COLUMNS.items():
+        old = old.replace(f"    {column:<16} {kind},\n", "")
+    assert "rate_base" not in old
+    with sqlite3.connect(path) as conn:
+        conn.executescript(old)
+    store = JobStore(path)
+    job = store.create("k", {})
+    store.mark_running(job.id, os.getpid())
+    store.set_phase(job.id, "p", total=10)
+    store.set_progress(job.id, 1)
+    store.set_progress(job.id, 2)
+    assert store.get(job.id).progress.done == 2
 
 
 def test_metrics_merge_and_result(store: JobStore) -> None:

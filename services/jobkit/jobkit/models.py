@@ -41,7 +41,7 @@ class Progress(BaseModel):
     done: int = Field(0, description="Items done in the current phase.")
     total: int | None = Field(None, description="Items in the current phase, when known.")
     percent: float | None = Field(None, description="100 * done / total, when total is known.")
-    rate: float | None = Field(None, description="Items per second since the phase started.")
+    rate: float | None = Field(None, description="Items per second since the phase's first item.")
     unit: str = Field("items", description='What is counted, e.g. "images", "batches".')
     eta_s: float | None = Field(None, description="Seconds left at the current rate.")
 

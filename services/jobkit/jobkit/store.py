@@ -47,6 +47,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     unit             TEXT NOT NULL DEFAULT 'items',
     rate             REAL,
     eta_s            REAL,
+    rate_since       REAL,
+    rate_base        INTEGER,
     metrics          TEXT NOT NULL DEFAULT '{}',
     result           TEXT,
     error_type       TEXT,
@@ -63,6 +65,9 @@ CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at);
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_active_resource ON jobs (resource_key)
     WHERE resource_key IS NOT NULL AND state IN ('queued', 'running');
 """
+
+#: Columns added since the first schema: (name, type), added to older databases on open.
+_ADDED_COLUMNS = {"rate_since": "REAL", "rate_base": "INTEGER"}
 
 _TERMINAL_SQL = "('succeeded', 'failed', 'cancelled', 'interrupted')"
 
@@ -124,6 +129,10 @@ class JobStore:
         with self._connect() as conn:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(_SCHEMA)
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
+            for column, kind in _ADDED_COLUMNS.items():  # a database made by an older version
+                if column not in columns:
+                    conn.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
 
     # -- connections -----------------------------------------------------------------------
 
@@ -362,35 +371,41 @@ class JobStore:
         self._update(
             job_id,
             "phase = ?, total = ?, unit = ?, done = 0, rate = NULL, eta_s = NULL,"
-            " phase_started_at = ?",
+            " phase_started_at = ?, rate_since = NULL, rate_base = NULL",
             [phase, total, unit, time.time()],
         )
 
     def set_progress(self, job_id: str, done: int, total: int | None = None) -> None:
-        """Record ``done`` (and ``total`` if given); computes rate and ETA from the phase start.
+        """Record ``done`` (and ``total`` if given), with the rate and ETA.
 
-        Not throttled here: the worker's ``JobContext.progress`` throttles.
+        The rate is measured from the phase's first report of work done, not from the phase
+        start: what a phase does before its first item (starting processes, checking what a
+        resume keeps) and the items done at once (kept from an earlier run) are not counted as
+        slowness. Not throttled here: the worker's ``JobContext.progress`` throttles.
         """
         now = time.time()
         with self._connect() as conn:
             row = conn.execute(
-                "SELECT total, phase_started_at, started_at FROM jobs WHERE id = ?", [job_id]
+                "SELECT total, rate_since, rate_base FROM jobs WHERE id = ?", [job_id]
             ).fetchone()
             if row is None:
                 return
             total = total if total is not None else row["total"]
-            since = row["phase_started_at"] or row["started_at"] or now
-            elapsed = now - since
-            rate = done / elapsed if elapsed > 1e-3 and done > 0 else None
+            since, base = row["rate_since"], row["rate_base"]
+            if since is None and done > 0:
+                since, base = now, done  # the clock starts at the first work done
+            rate = None
+            if since is not None and now - since > 1e-3 and done > base:
+                rate = (done - base) / (now - since)
             eta = None
-            if total is not None and rate:
-                eta = max(0.0, (total - done) / rate)
-            elif total is not None and done >= total:
+            if total is not None and done >= total:
                 eta = 0.0
+            elif total is not None and rate:
+                eta = (total - done) / rate
             conn.execute(
                 "UPDATE jobs SET done = ?, total = ?, rate = ?, eta_s = ?, updated_at = ?,"
-                " phase_started_at = COALESCE(phase_started_at, ?) WHERE id = ?",
-                [done, total, rate, eta, now, since, job_id],
+                " rate_since = ?, rate_base = ? WHERE id = ?",
+                [done, total, rate, eta, now, since, base, job_id],
             )
 
     def set_metrics(self, job_id: str, metrics: dict[str, Any]) -> None:
@@ -482,7 +497,8 @@ class JobStore:
                 " queue_seq = (SELECT COALESCE(MAX(queue_seq), 0) + 1 FROM jobs),"
                 " error_type = NULL, error_message = NULL, result = NULL, pid = NULL,"
                 " cancel_requested = 0, started_at = NULL, finished_at = NULL,"
-                " phase = NULL, phase_started_at = NULL, done = 0, total = NULL,"
+                " phase = NULL, phase_started_at = NULL, rate_since = NULL, rate_base = NULL,"
+                " done = 0, total = NULL,"
                 " rate = NULL, eta_s = NULL, updated_at = ? WHERE id = ?",
                 [time.time(), job_id],
             )
