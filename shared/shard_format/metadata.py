@@ -57,6 +57,12 @@ class Provenance(BaseModel):
     source_kind: Literal["url", "zip", "folder", "synthetic"]
     source: str = Field(description="URL, path under the data root, or generator spec.")
     md5: str | None = Field(None, description="MD5 of the archive when one was used.")
+    image_folder: str | None = Field(
+        None,
+        description="The reorganized tiny-imagenet-200 tree (train/<wnid>/images, "
+        "val/<wnid>/images, test/images) under the data root, when there is one: always for "
+        "folder and synthetic sources, on request for archives (read in place otherwise).",
+    )
     shuffle_seed: int
     re_encoded: list[str] = Field(
         default_factory=list, description="Files re-encoded to RGB JPEG (grayscale, CMYK, PNG)."

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from dataset_service.errors import BadImage
-from dataset_service.images import load_jpeg, to_rgb_jpeg
+from dataset_service.images import is_clean_rgb_jpeg, to_rgb_jpeg
 
 _YY, _XX = np.mgrid[0:64, 0:64]
 # Smooth colours (JPEG-friendly, so re-encoding errors stay small) with a little texture.
@@ -50,13 +50,12 @@ def test_other_images_are_re_encoded_to_rgb_jpeg(make):
     assert np.abs(np.asarray(image).astype(int) - source).mean() < 3
 
 
-def test_truncated_jpeg_fails_with_its_path(tmp_path):
+def test_truncated_jpeg_fails_with_its_path():
     data = _encode(Image.fromarray(PIXELS), "JPEG", quality=90)
-    path = tmp_path / "cut.JPEG"
-    path.write_bytes(data[: len(data) // 2])
+    path = "train/n1/images/cut.JPEG"
     with pytest.raises(BadImage, match=f"{path}: cannot decode image") as info:
-        load_jpeg(path)
-    assert info.value.path == str(path)
+        to_rgb_jpeg(data[: len(data) // 2], path)
+    assert info.value.path == path
 
 
 @pytest.mark.parametrize(
@@ -73,11 +72,6 @@ def test_truncated_jpeg_fails_with_its_path(tmp_path):
 def test_undecodable_or_wrong_size_images_fail(data, reason):
     with pytest.raises(BadImage, match=reason):
         to_rgb_jpeg(data, "bad.JPEG")
-
-
-def test_missing_file_is_a_bad_image(tmp_path):
-    with pytest.raises(BadImage, match="cannot read image"):
-        load_jpeg(tmp_path / "nope.JPEG")
 
 
 def test_bad_image_pickles_with_its_path():
@@ -113,3 +107,49 @@ def test_a_png_named_jpeg_is_re_encoded_within_one_grey_level():
     assert out.re_encoded and _decoded(out.data).format == "JPEG"
     error = np.abs(np.asarray(_decoded(out.data), dtype=int) - original.astype(int)).mean()
     assert error <= 1.0
+
+
+def _corrupt_scan(data: bytes) -> bytes:
+    """``data`` with bytes in the middle of its entropy-coded scan replaced."""
+    corrupt = bytearray(data)
+    middle = len(corrupt) // 2
+    corrupt[middle : middle + 40] = bytes(b ^ 0x5A for b in corrupt[middle : middle + 40])
+    return bytes(corrupt)
+
+
+def test_the_fast_check_passes_what_pillow_passes_and_fails_what_it_fails():
+    rng = np.random.default_rng(1)
+    good = [
+        _encode(Image.fromarray(PIXELS), "JPEG", quality=q, progressive=p)
+        for q in (50, 95)
+        for p in (False, True)
+    ]
+    noisy = rng.integers(0, 256, PIXELS.shape, dtype=np.uint8)
+    good.append(_encode(Image.fromarray(noisy), "JPEG", quality=75))
+    for data in good:
+        assert is_clean_rgb_jpeg(data)
+        assert to_rgb_jpeg(data, "x.JPEG").data == data
+    for data in [d[: len(d) * 2 // 3] for d in good]:  # truncated
+        assert not is_clean_rgb_jpeg(data)
+        with pytest.raises(BadImage, match="cannot decode"):
+            to_rgb_jpeg(data, "x.JPEG")
+    for data in [_corrupt_scan(d) for d in good]:
+        # Whatever Pillow's full decode says about a corrupt stream, the service says too.
+        assert not is_clean_rgb_jpeg(data)
+        try:
+            _decoded(data)
+        except OSError:
+            with pytest.raises(BadImage, match="cannot decode"):
+                to_rgb_jpeg(data, "x.JPEG")
+        else:
+            assert to_rgb_jpeg(data, "x.JPEG").data == data
+
+
+def test_grey_cmyk_and_wrong_size_never_take_the_fast_path():
+    for data in (
+        _encode(Image.fromarray(PIXELS).convert("L"), "JPEG"),
+        _encode(Image.fromarray(PIXELS).convert("CMYK"), "JPEG"),
+        _encode(Image.fromarray(np.zeros((64, 32, 3), np.uint8)), "JPEG"),
+        _encode(Image.fromarray(PIXELS), "PNG"),
+    ):
+        assert not is_clean_rgb_jpeg(data)

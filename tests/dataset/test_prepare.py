@@ -183,11 +183,11 @@ _SLOW_PREPARE = """
 import sys, time
 from pathlib import Path
 import dataset_service.writer as writer
-real = writer.load_jpeg
-def slow(path):
+real = writer.to_rgb_jpeg
+def slow(data, where):
     time.sleep(0.03)
-    return real(path)
-writer.load_jpeg = slow
+    return real(data, where)
+writer.to_rgb_jpeg = slow
 from dataset_service.models import PrepareRequest
 from dataset_service.prepare import prepare
 from tests.dataset.support import SMALL, make_settings
@@ -281,3 +281,58 @@ def test_job_function_fails_readably_on_bad_input(env_settings, data_root):
     with pytest.raises(JobFailed, match=r"wnids\.txt is missing") as info:
         run_prepare(ctx)
     assert info.value.type == "invalid_input"
+
+
+def _zip_source(pristine_zip, data_root, rel="in/tiny.zip"):
+    target = data_root / rel
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.link(pristine_zip, target)
+    return {"kind": "zip", "path": rel}
+
+
+def test_a_zip_is_read_in_place_into_the_same_shards(reference, pristine_zip, data_root):
+    reporter = LogReporter()
+    settings = make_settings(data_root)
+    metadata = prepare(
+        PrepareRequest(source=_zip_source(pristine_zip, data_root)), settings, reporter
+    )
+    assert reporter.phases == ["inspect", "validate", "reorganize", "plan", "write", "metadata"]
+    assert not (data_root / "raw").exists()  # nothing extracted
+    ref_root, ref = reference
+    folder = dataset_dir(data_root, metadata.name)
+    assert shard_hashes(folder) == shard_hashes(dataset_dir(ref_root, ref.name))
+    assert metadata.provenance.image_folder is None
+    assert result_of(metadata, settings)["image_folder"] is None
+    assert metadata.provenance.source == "in/tiny.zip" and metadata.provenance.md5
+
+
+def test_an_image_folder_is_made_once_per_archive_on_request(reference, pristine_zip, data_root):
+    settings = make_settings(data_root)
+    source = _zip_source(pristine_zip, data_root)
+    first = prepare(PrepareRequest(name="a", source=source, image_folder=True), settings)
+    folder = first.provenance.image_folder
+    assert folder == f"raw/extracted/archive-{first.provenance.md5}/tiny-imagenet-200"
+    tree = data_root / folder
+    assert {p.name for p in (tree / "val").iterdir()} == {*first.wnids(), "val_annotations.txt"}
+    assert len(list((tree / "val").glob("n*/images/*.JPEG"))) == SMALL_SPEC.val_total
+    reporter = LogReporter()
+    second = prepare(PrepareRequest(name="b", source=source, image_folder=True), settings, reporter)
+    assert "extract" not in reporter.phases and second.provenance.image_folder == folder
+    assert len(list((data_root / "raw" / "extracted").iterdir())) == 1
+    ref_root, ref = reference
+    for name in ("a", "b"):
+        hashes = shard_hashes(dataset_dir(data_root, name))
+        assert list(hashes.values()) == list(shard_hashes(dataset_dir(ref_root, ref.name)).values())
+
+
+def test_a_truncated_image_in_a_zip_fails_naming_it_in_the_archive(pristine, data_root, tmp_path):
+    from dataset_service.synthetic import pack_zip
+
+    rel = _truncate_one_train_image(data_root, pristine)
+    archive = pack_zip(data_root / "mine" / pristine.name, tmp_path / "cut.zip")
+    with pytest.raises(BadImage, match=f"^{rel}: cannot decode image"):
+        prepare(
+            PrepareRequest(name="z", source=_zip_source(archive, data_root)),
+            make_settings(data_root),
+        )
+    assert not is_ready(data_root, "z")

@@ -10,11 +10,31 @@ from dataset_service.layout_names import ROOT_DIR_NAME, WNIDS_FILE
 from dataset_service.models import FolderSource, SyntheticSource, UrlSource, ZipSource
 from dataset_service.reporting import LogReporter
 from dataset_service.source import MARKER_FILE, download, extract_zip, md5_file, obtain_tree
+from dataset_service.tree import ZipTree, checked_members, read_central_directory, read_member
 from tests.dataset.support import SMALL, make_settings, serve_directory, symlink_info, write_zip
 
 
 def _md5(data: bytes) -> str:
     return hashlib.md5(data).hexdigest()
+
+
+def _extract(archive, out, max_bytes):
+    return extract_zip(archive, out, max_bytes=max_bytes)
+
+
+def _read_in_place(archive, out, max_bytes):
+    """What a prepare does with an archive it reads in place: check every entry, read them."""
+    fd = os.open(archive, os.O_RDONLY)
+    try:
+        for member, _ in checked_members(archive, max_bytes, archive.name):
+            if not member.is_dir:
+                read_member(fd, member, archive.name)
+    finally:
+        os.close(fd)
+
+
+#: The two ways an archive is opened: extracted (ImageFolder on request) and read in place.
+READERS = pytest.mark.parametrize("read", [_extract, _read_in_place], ids=["extract", "in-place"])
 
 
 # ---------------------------------------------------------------------------- extraction
@@ -51,23 +71,26 @@ def test_extract_replaces_an_existing_tree(pristine_zip, tmp_path):
         ("..\\evil.txt", "escapes"),
     ],
 )
-def test_entries_escaping_the_target_are_refused(tmp_path, entry, message):
+@READERS
+def test_entries_escaping_the_target_are_refused(tmp_path, entry, message, read):
     archive = write_zip(tmp_path / "bad.zip", [("ok.txt", b"fine"), (entry, b"evil")])
     with pytest.raises(UnsafeArchive, match=message):
-        extract_zip(archive, tmp_path / "out", max_bytes=10**6)
+        read(archive, tmp_path / "out", 10**6)
     assert not (tmp_path / "out").exists()
     assert not (tmp_path / "evil.txt").exists()
     assert not list(tmp_path.glob(".out.partial-*"))
 
 
-def test_symlink_entries_are_refused(tmp_path):
+@READERS
+def test_symlink_entries_are_refused(tmp_path, read):
     archive = write_zip(tmp_path / "link.zip", [(symlink_info("tree/link"), b"/etc/passwd")])
     with pytest.raises(UnsafeArchive, match="symbolic link"):
-        extract_zip(archive, tmp_path / "out", max_bytes=10**6)
+        read(archive, tmp_path / "out", 10**6)
     assert not (tmp_path / "out").exists()
 
 
-def test_zip_bomb_is_refused_from_the_central_directory(tmp_path):
+@READERS
+def test_zip_bomb_is_refused_from_the_central_directory(tmp_path, read):
     big = b"\0" * 200_000  # compresses to almost nothing
     archive = tmp_path / "bomb.zip"
     with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
@@ -75,11 +98,12 @@ def test_zip_bomb_is_refused_from_the_central_directory(tmp_path):
             zf.writestr(f"tree/f{i}", big)
     assert archive.stat().st_size < 10_000
     with pytest.raises(UnsafeArchive, match="limit of 500000 bytes"):
-        extract_zip(archive, tmp_path / "out", max_bytes=500_000)
+        read(archive, tmp_path / "out", 500_000)
     assert not (tmp_path / "out").exists()
 
 
-def test_entry_larger_than_its_header_says_is_refused_while_streaming(tmp_path):
+@READERS
+def test_entry_larger_than_its_header_says_is_refused_while_reading(tmp_path, read):
     """A header claiming fewer bytes than the entry holds cannot smuggle bytes past the limit."""
     archive = tmp_path / "liar.zip"
     with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
@@ -91,11 +115,12 @@ def test_entry_larger_than_its_header_says_is_refused_while_streaming(tmp_path):
     data = data.replace(real, (10).to_bytes(4, "little"))
     archive.write_bytes(bytes(data))
     with pytest.raises(SourceError):
-        extract_zip(archive, tmp_path / "out", max_bytes=1000)
+        read(archive, tmp_path / "out", 1000)
     assert not (tmp_path / "out").exists()
 
 
-def test_a_corrupt_deflate_stream_is_a_source_error_naming_entry_and_archive(tmp_path):
+@READERS
+def test_a_corrupt_deflate_stream_is_a_source_error_naming_entry_and_archive(tmp_path, read):
     archive = tmp_path / "broken.zip"
     payload = os.urandom(4096).hex().encode()  # compressible, so the stream is real deflate
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
@@ -105,17 +130,42 @@ def test_a_corrupt_deflate_stream_is_a_source_error_naming_entry_and_archive(tmp
     data[start + 10 : start + 60] = b"\xff" * 50
     archive.write_bytes(bytes(data))
     with pytest.raises(SourceError) as caught:
-        extract_zip(archive, tmp_path / "out", max_bytes=10**7)
+        read(archive, tmp_path / "out", 10**7)
     assert "broken.zip" in str(caught.value)
     assert "'tiny-imagenet-200/wnids.txt' is corrupt" in str(caught.value)
     assert not (tmp_path / "out").exists()
 
 
-def test_not_a_zip_is_a_source_error(tmp_path):
+@READERS
+def test_not_a_zip_is_a_source_error(tmp_path, read):
     fake = tmp_path / "fake.zip"
     fake.write_bytes(b"not a zip at all")
     with pytest.raises(SourceError, match="not a readable zip"):
-        extract_zip(fake, tmp_path / "out", max_bytes=10**6)
+        read(fake, tmp_path / "out", 10**6)
+
+
+def _as_zipfile_sees_it(path):
+    return [
+        (i.filename, i.flag_bits, i.compress_type, i.CRC, i.compress_size, i.file_size,
+         i.external_attr >> 16, i.header_offset)
+        for i in zipfile.ZipFile(path).infolist()
+    ]  # fmt: skip
+
+
+def test_the_central_directory_reads_as_zipfile_reads_it(pristine_zip, tmp_path):
+    assert [tuple(m) for m in read_central_directory(pristine_zip)] == _as_zipfile_sees_it(
+        pristine_zip
+    )
+    # More than 65,535 entries: a zip64 end record; a stub before the archive shifts offsets.
+    many = tmp_path / "many.zip"
+    with zipfile.ZipFile(many, "w") as zf:
+        for i in range(70_000):
+            zf.writestr(f"d/f{i}", b"x")
+        zf.writestr("d/ünicode.txt", b"utf-8 name")
+    shifted = tmp_path / "shifted.zip"
+    shifted.write_bytes(b"#!stub\n" * 100 + pristine_zip.read_bytes())
+    for path in (many, shifted):
+        assert [tuple(m) for m in read_central_directory(path)] == _as_zipfile_sees_it(path)
 
 
 # ---------------------------------------------------------------------------- download
@@ -171,22 +221,44 @@ def test_download_unreachable_host_is_a_source_error(tmp_path):
 # ---------------------------------------------------------------------------- obtain_tree
 
 
-def test_zip_source_is_extracted_once_then_reused(pristine_zip, data_root):
-    target = data_root / "raw" / "in.zip"
-    target.parent.mkdir()
+def _zip_on_volume(pristine_zip, data_root, rel="raw/in.zip"):
+    target = data_root / rel
+    target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(pristine_zip.read_bytes())
-    settings = make_settings(data_root)
-    source = ZipSource(kind="zip", path="raw/in.zip", md5=md5_file(pristine_zip))
+    return ZipSource(kind="zip", path=rel, md5=md5_file(pristine_zip))
+
+
+def test_zip_source_is_read_in_place(pristine, pristine_zip, data_root):
+    source = _zip_on_volume(pristine_zip, data_root)
     reporter = LogReporter()
-    root, facts = obtain_tree(source, "t", settings, reporter)
-    assert root == data_root / "raw" / "extracted" / "t" / ROOT_DIR_NAME
+    tree, facts = obtain_tree(source, "t", make_settings(data_root), reporter)
+    assert isinstance(tree, ZipTree) and tree.label == "raw/in.zip"
     assert facts == {"source": "raw/in.zip", "md5": md5_file(pristine_zip)}
-    assert reporter.phases == ["extract"]
-    stamp = (root / WNIDS_FILE).stat().st_mtime_ns
-    again = LogReporter()
-    assert obtain_tree(source, "t", settings, again)[0] == root
-    assert again.phases == []  # reused, not extracted again
-    assert (root / WNIDS_FILE).stat().st_mtime_ns == stamp
+    assert reporter.phases == ["inspect"]
+    assert not (data_root / "raw" / "extracted").exists()  # nothing extracted
+    assert tree.read_text(WNIDS_FILE) == (pristine / WNIDS_FILE).read_text()
+    assert tree.files("test/images") == sorted(p.name for p in (pristine / "test/images").iterdir())
+
+
+def test_image_folder_is_extracted_once_per_archive_reorganized_and_reused(
+    pristine, pristine_zip, data_root
+):
+    source = _zip_on_volume(pristine_zip, data_root)
+    settings = make_settings(data_root)
+    reporter = LogReporter()
+    tree, _ = obtain_tree(source, "t", settings, reporter, image_folder=True)
+    md5 = md5_file(pristine_zip)
+    assert tree.root == data_root / "raw" / "extracted" / f"archive-{md5}" / ROOT_DIR_NAME
+    assert reporter.phases == ["inspect", "extract"]
+    wnid = (pristine / WNIDS_FILE).read_text().split()[0]
+    assert not (tree.root / "val" / "images").exists()  # reorganized before it appeared
+    assert any((tree.root / "val" / wnid / "images").iterdir())
+    stamp = (tree.root / WNIDS_FILE).stat().st_mtime_ns
+    again = LogReporter()  # another dataset name, same archive: the same tree, not extracted
+    assert obtain_tree(source, "other", settings, again, image_folder=True)[0].root == tree.root
+    assert again.phases == ["inspect"]
+    assert (tree.root / WNIDS_FILE).stat().st_mtime_ns == stamp
+    assert [p.name for p in (data_root / "raw" / "extracted").iterdir()] == [f"archive-{md5}"]
 
 
 def test_zip_source_with_wrong_md5_fails(pristine_zip, data_root):
@@ -201,9 +273,9 @@ def test_url_source_downloads_into_raw(pristine_zip, data_root):
         source = UrlSource(url=f"{base}/{pristine_zip.name}", md5=md5_file(pristine_zip))
         reporter = LogReporter()
         root, facts = obtain_tree(source, "u", make_settings(data_root), reporter)
-    assert reporter.phases == ["download", "extract"]
+    assert reporter.phases == ["download", "inspect"]
     assert (data_root / "raw" / "downloads" / pristine_zip.name).is_file()
-    assert (root / WNIDS_FILE).is_file() and facts["md5"] == md5_file(pristine_zip)
+    assert root.read_text(WNIDS_FILE) and facts["md5"] == md5_file(pristine_zip)
 
 
 def test_folder_source_is_used_in_place(pristine, data_root):
@@ -211,7 +283,7 @@ def test_folder_source_is_used_in_place(pristine, data_root):
     root, facts = obtain_tree(
         FolderSource(kind="folder", path="mine"), "f", make_settings(data_root), LogReporter()
     )
-    assert root == (data_root / "mine" / ROOT_DIR_NAME).resolve()
+    assert root.root == (data_root / "mine" / ROOT_DIR_NAME).resolve()
     assert facts == {"source": "mine", "md5": None}
 
 

@@ -3,7 +3,8 @@ import pytest
 from dataset_service.errors import BadImage, ShardCountError
 from dataset_service.layout import validate
 from dataset_service.prepare import split_items
-from dataset_service.reorganize import reorganize
+from dataset_service.reorganize import locate_val, reorganize
+from dataset_service.tree import TreeRef, ZipTree, open_zip_tree
 from dataset_service.writer import (
     STATE_DIR,
     Item,
@@ -16,17 +17,30 @@ from tests.dataset.support import SMALL_SPEC, read_split, shard_hashes
 
 
 def _items(n, classes=4):
+    # rel, label, wnid, file name, size, stamp
     return [Item(f"f{i:03d}", i % classes, f"n{i % classes:08d}", f"f{i}", 10, 0) for i in range(n)]
 
 
 def _plan(tree, shards=None, seed=0, skip_bad=False):
+    """Tasks for a folder (reorganized first) or a :class:`ZipTree` (read in place)."""
     layout = validate(tree)
-    reorganize(layout)
+    val_at = None
+    if isinstance(layout.tree, ZipTree):
+        val_at = locate_val(layout)
+    else:
+        reorganize(layout)
     tasks = []
-    for split, items in split_items(layout).items():
+    for split, items in split_items(layout, val_at).items():
         count = (shards or {}).get(split, 3 if split == "train" else 1)
         tasks += plan_split(
-            "t", split, items, root=tree, num_shards=count, seed=seed, skip_bad=skip_bad
+            "t",
+            split,
+            items,
+            source=layout.tree.ref,
+            label=layout.tree.label,
+            num_shards=count,
+            seed=seed,
+            skip_bad=skip_bad,
         )
     return tasks
 
@@ -41,7 +55,16 @@ def test_shard_count_from_size(num_bytes, target, items, expected):
 
 def test_plan_covers_every_item_once_in_near_equal_mixed_shards():
     items = _items(80)
-    tasks = plan_split("t", "train", items, root="/r", num_shards=3, seed=0, skip_bad=False)
+    tasks = plan_split(
+        "t",
+        "train",
+        items,
+        source=TreeRef("dir", "/r"),
+        label="r",
+        num_shards=3,
+        seed=0,
+        skip_bad=False,
+    )
     assert [t.file_name for t in tasks] == [f"t-train.tfrecord-0000{i}-of-00003" for i in range(3)]
     assert sorted(i.rel for t in tasks for i in t.items) == sorted(i.rel for i in items)
     assert [len(t.items) for t in tasks] == [26, 27, 27]
@@ -58,7 +81,16 @@ def test_shuffle_is_fixed_by_the_seed_not_by_input_order():
 
 def test_more_shards_than_images_is_refused():
     with pytest.raises(ShardCountError, match=r"shards\.val=6 is more than the 5 images"):
-        plan_split("t", "val", _items(5), root="/r", num_shards=6, seed=0, skip_bad=False)
+        plan_split(
+            "t",
+            "val",
+            _items(5),
+            source=TreeRef("dir", "/r"),
+            label="r",
+            num_shards=6,
+            seed=0,
+            skip_bad=False,
+        )
 
 
 def test_write_in_process_round_trips(tree, tmp_path):
@@ -167,3 +199,34 @@ def test_stop_kills_the_pool_and_leaves_no_partial_shard(tree, tmp_path):
     finals = [p.name for p in out.iterdir() if ".tfrecord-" in p.name]
     assert len(finals) < len(tasks)
     assert all((out / STATE_DIR / f"{name}.json").is_file() for name in finals)
+
+
+def test_a_zip_read_in_place_gives_the_same_shards_as_its_extracted_tree(
+    tree, pristine_zip, tmp_path
+):
+    zipped = open_zip_tree(pristine_zip, max_bytes=10**9, label="in.zip")
+    from_zip = write_shards(_plan(zipped), tmp_path / "zip", "t", processes=2)
+    from_tree = write_shards(_plan(tree), tmp_path / "tree", "t", processes=1)
+    assert shard_hashes(tmp_path / "zip") == shard_hashes(tmp_path / "tree")
+    assert [r.num_records for r in from_zip] == [r.num_records for r in from_tree]
+    # Re-encoded files are named where they are in the source (val: not yet in class folders).
+    val = [p for r in from_zip if r.split == "val" for p in r.re_encoded]
+    assert val and all(p.startswith("val/images/") for p in val)
+
+
+def test_an_unreadable_file_is_a_bad_image_naming_it(tree, tmp_path):
+    tasks = _plan(tree)
+    victim = tasks[0].items[0]
+    (tree / victim.where).unlink()
+    with pytest.raises(BadImage, match=f"{victim.where}: cannot read image"):
+        write_shards(tasks, tmp_path / "out", "t", processes=1)
+
+
+def test_a_task_survives_pickling_item_for_item(tree, pristine_zip):
+    import pickle
+
+    for source in (tree, open_zip_tree(pristine_zip, max_bytes=10**9, label="in.zip")):
+        for task in _plan(source):
+            copy = pickle.loads(pickle.dumps(task))
+            assert copy == task and copy.key() == task.key()
+            assert copy.items and all(type(i) is type(task.items[0]) for i in copy.items)

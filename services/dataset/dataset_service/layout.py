@@ -1,13 +1,14 @@
 """Validate a tiny-imagenet-200 tree and list what it holds.
 
-Works on the tree as shipped (``val/images/``) and after :mod:`dataset_service.reorganize`
-(``val/<wnid>/images/``), or half-way between: where a val image lies is the reorganizer's
-business; here the annotations are parsed and checked against ``wnids.txt``.
+Reads through :class:`dataset_service.tree.Tree`, so a folder and a zip read in place are
+checked by the same code. Works on the tree as shipped (``val/images/``) and after
+:mod:`dataset_service.reorganize` (``val/<wnid>/images/``), or half-way between: where a val
+image lies is the reorganizer's business; here the annotations are parsed and checked against
+``wnids.txt``.
 """
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from dataset_service.layout_names import (
     WNIDS_FILE,
     WORDS_FILE,
 )
+from dataset_service.tree import DiskTree, Tree
 
 WNID_PATTERN = re.compile(r"^n\d{8}$")
 _FILE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -40,7 +42,7 @@ class ValAnnotation:
 class Layout:
     """What a valid tree holds. Class index = position in ``wnids`` (wnids.txt line order)."""
 
-    root: Path
+    tree: Tree
     wnids: list[str]
     words: dict[str, str]
     train: dict[str, list[str]]  # wnid -> image file names (sorted)
@@ -65,23 +67,19 @@ def find_root(path: Path) -> Path:
     )
 
 
-def _lines(path: Path, what: str) -> list[str]:
-    if not path.is_file():
-        raise LayoutError(f"{what} is missing ({path.name} not found)")
+def _lines(tree: Tree, rel: str, what: str) -> list[str]:
     try:
-        return path.read_text(encoding="utf-8").splitlines()
+        return tree.read_text(rel).splitlines()
+    except FileNotFoundError:
+        raise LayoutError(f"{what} is missing ({rel.rsplit('/', 1)[-1]} not found)") from None
     except UnicodeDecodeError as exc:
         raise LayoutError(f"{what} is not UTF-8 text: {exc}") from exc
 
 
-def _image_files(folder: Path) -> list[str]:
-    return sorted(e.name for e in os.scandir(folder) if e.is_file() and not e.name.startswith("."))
-
-
-def read_wnids(root: Path) -> list[str]:
+def read_wnids(tree: Tree) -> list[str]:
     wnids: list[str] = []
     seen: set[str] = set()
-    for no, raw in enumerate(_lines(root / WNIDS_FILE, WNIDS_FILE), start=1):
+    for no, raw in enumerate(_lines(tree, WNIDS_FILE, WNIDS_FILE), start=1):
         wnid = raw.strip()
         if not wnid:
             continue
@@ -96,10 +94,10 @@ def read_wnids(root: Path) -> list[str]:
     return wnids
 
 
-def read_words(root: Path, wnids: list[str]) -> dict[str, str]:
+def read_words(tree: Tree, wnids: list[str]) -> dict[str, str]:
     wanted = set(wnids)
     words: dict[str, str] = {}
-    for no, raw in enumerate(_lines(root / WORDS_FILE, WORDS_FILE), start=1):
+    for no, raw in enumerate(_lines(tree, WORDS_FILE, WORDS_FILE), start=1):
         if not raw.strip():
             continue
         wnid, tab, names = raw.partition("\t")
@@ -116,29 +114,28 @@ def read_words(root: Path, wnids: list[str]) -> dict[str, str]:
     return words
 
 
-def read_train(root: Path, wnids: list[str]) -> dict[str, list[str]]:
-    train_dir = root / TRAIN_DIR
-    if not train_dir.is_dir():
+def read_train(tree: Tree, wnids: list[str]) -> dict[str, list[str]]:
+    if not tree.is_dir(TRAIN_DIR):
         raise LayoutError(f"{TRAIN_DIR}/ is missing")
     train: dict[str, list[str]] = {}
     for wnid in wnids:
-        folder = train_dir / wnid / IMAGES_DIR
-        if not folder.is_dir():
+        folder = f"{TRAIN_DIR}/{wnid}/{IMAGES_DIR}"
+        if not tree.is_dir(folder):
             raise LayoutError(f"{TRAIN_DIR}/{wnid}/{IMAGES_DIR}/ is missing")
-        files = _image_files(folder)
+        files = tree.files(folder)
         if not files:
             raise LayoutError(f"{TRAIN_DIR}/{wnid}/{IMAGES_DIR}/ has no images")
         train[wnid] = files
     return train
 
 
-def read_val_annotations(root: Path, wnids: list[str]) -> list[ValAnnotation]:
+def read_val_annotations(tree: Tree, wnids: list[str]) -> list[ValAnnotation]:
     """Parse ``val/val_annotations.txt``: ``file<TAB>wnid[<TAB>x0<TAB>y0<TAB>x1<TAB>y1]``."""
     known = set(wnids)
     where = f"{VAL_DIR}/{VAL_ANNOTATIONS}"
     annotations: list[ValAnnotation] = []
     seen: dict[str, int] = {}
-    for no, raw in enumerate(_lines(root / VAL_DIR / VAL_ANNOTATIONS, where), start=1):
+    for no, raw in enumerate(_lines(tree, where, where), start=1):
         if not raw.strip():
             continue
         fields = raw.rstrip("\r").split("\t")
@@ -162,20 +159,21 @@ def read_val_annotations(root: Path, wnids: list[str]) -> list[ValAnnotation]:
     return annotations
 
 
-def read_test(root: Path) -> list[str]:
-    folder = root / TEST_DIR / IMAGES_DIR
-    if not folder.is_dir():
+def read_test(tree: Tree) -> list[str]:
+    folder = f"{TEST_DIR}/{IMAGES_DIR}"
+    if not tree.is_dir(folder):
         raise LayoutError(f"{TEST_DIR}/{IMAGES_DIR}/ is missing")
-    return _image_files(folder)
+    return tree.files(folder)
 
 
-def validate(root: Path) -> Layout:
-    """Check the tree at ``root`` (the folder holding wnids.txt); :class:`LayoutError` names
-    the first missing or malformed piece."""
-    root = Path(root)
-    wnids = read_wnids(root)
-    words = read_words(root, wnids)
-    train = read_train(root, wnids)
-    val = read_val_annotations(root, wnids)
-    test = read_test(root)
-    return Layout(root=root, wnids=wnids, words=words, train=train, val=val, test=test)
+def validate(tree: Tree | Path) -> Layout:
+    """Check ``tree`` (a :class:`Tree`, or the path of the folder holding wnids.txt);
+    :class:`LayoutError` names the first missing or malformed piece."""
+    if isinstance(tree, (str, Path)):
+        tree = DiskTree(Path(tree))
+    wnids = read_wnids(tree)
+    words = read_words(tree, wnids)
+    train = read_train(tree, wnids)
+    val = read_val_annotations(tree, wnids)
+    test = read_test(tree)
+    return Layout(tree=tree, wnids=wnids, words=words, train=train, val=val, test=test)

@@ -88,6 +88,13 @@ class PrepareRequest(_Strict):
     skip_bad_images: bool = Field(
         False, description="Leave undecodable images out (and report them) instead of failing."
     )
+    image_folder: bool = Field(
+        False,
+        description="Also extract an archive (url, zip) as a reorganized tiny-imagenet-200 tree "
+        "(train/<wnid>/images, val/<wnid>/images, test/images) for folder-per-class loaders, "
+        "once per archive under raw/extracted/; the shards are then written from it. Folder "
+        "and synthetic sources are such a tree already.",
+    )
 
 
 # ---------------------------------------------------------------------------- responses

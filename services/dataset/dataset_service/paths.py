@@ -2,7 +2,8 @@
 
 <data_root>/
   raw/downloads/<file>          archives fetched by URL
-  raw/extracted/<name>/         extracted or generated trees (one per dataset name)
+  raw/extracted/<name>/         generated (synthetic) trees, one per dataset name
+  raw/extracted/archive-<md5>/  an archive extracted as an ImageFolder tree (on request only)
   datasets/<name>/              shards and metadata (shard_format.schema.dataset_dir): a link to
                                 datasets/.versions/<name>@<time>/ (see dataset_service.publish)
   state/                        job database, job logs, locks (settings.state_dir)
@@ -37,8 +38,13 @@ def extracted_root(data_root: Path) -> Path:
 
 
 def extracted_dir(data_root: Path, name: str) -> Path:
-    """The extracted (or generated) source tree of dataset ``name``."""
+    """The generated source tree of dataset ``name``."""
     return extracted_root(data_root) / name
+
+
+def archive_tree_dir(data_root: Path, md5: str) -> Path:
+    """The extracted, reorganized tree of the archive with this MD5 (shared by dataset names)."""
+    return extracted_root(data_root) / f"archive-{md5}"
 
 
 def locks_dir(state_dir: Path) -> Path:

@@ -1,9 +1,11 @@
 """The prepare pipeline: source -> validate -> reorganize -> write shards -> metadata.
 
 :func:`prepare` is a plain function (scripts, tests); :func:`run_prepare` is the job function
-the jobkit worker process calls with its ``JobContext``. Phases, in order: ``download`` and
-``extract`` (url), ``extract`` (zip), ``generate`` (synthetic), then ``validate``,
-``reorganize``, ``write`` and ``metadata``.
+the jobkit worker process calls with its ``JobContext``. Phases, in order: ``download`` (url),
+``inspect`` (url, zip: checksum and central directory; the archive is then read in place),
+``extract`` (url, zip, only with ``image_folder``), ``generate`` (synthetic), then ``validate``,
+``reorganize`` (a tree on disk: val images moved into class folders; an archive read in place:
+val labels matched, nothing moves), ``plan``, ``write`` and ``metadata``.
 
 Readiness: a dataset is ready when ``datasets/<name>/shard_format.json`` exists. Just before
 the first shard is written, that file and the TFDS metadata are deleted, and they are written
@@ -14,7 +16,6 @@ A prepare that fails before the write phase leaves an existing dataset untouched
 from __future__ import annotations
 
 import fcntl
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,19 +24,26 @@ from typing import Any
 from dataset_service.config import Settings, get_settings
 from dataset_service.datasets import write_metadata
 from dataset_service.errors import PrepareError
+from dataset_service.gcpause import paused_gc
 from dataset_service.layout import Layout, validate
 from dataset_service.layout_names import IMAGES_DIR, TEST_DIR, TRAIN_DIR
 from dataset_service.models import PrepareRequest
 from dataset_service.paths import locks_dir, relative_to_root
 from dataset_service.publish import open_staging, publish
-from dataset_service.reorganize import reorganize, val_image_path
+from dataset_service.reorganize import locate_val, reorganize, sorted_val_rel
 from dataset_service.reporting import LogReporter, Reporter
 from dataset_service.source import obtain_tree
-from dataset_service.tfds_meta import remove_tfds_metadata, write_tfds_metadata
+from dataset_service.tfds_meta import (
+    import_in_background,
+    remove_tfds_metadata,
+    write_tfds_metadata,
+)
+from dataset_service.tree import DiskTree, Tree
 from dataset_service.writer import (
     Item,
     ShardResult,
     ShardTask,
+    WriterPool,
     default_processes,
     plan_split,
     shard_count_for,
@@ -64,40 +72,41 @@ JOB_KIND = "prepare"
 # ---------------------------------------------------------------------------- items
 
 
-def _item(root: Path, rel: str, label: int, wnid: str, file_name: str) -> Item:
-    st = os.stat(root / rel)
-    return Item(rel, label, wnid, file_name, st.st_size, st.st_mtime_ns)
-
-
-def split_items(layout: Layout) -> dict[str, list[Item]]:
-    """Every image of a reorganized tree, per split, with its label (test: UNLABELED)."""
-    root = layout.root
+def split_items(layout: Layout, val_at: list[str] | None = None) -> dict[str, list[Item]]:
+    """Every image of a tree, per split, with its label (test: UNLABELED). ``val_at`` says
+    where each annotated val image is now (:func:`locate_val`; by default, reorganized)."""
+    tree = layout.tree
     index = layout.class_index()
+
+    def item(rel: str, label: int, wnid: str, file_name: str, src: str = "") -> Item:
+        size, stamp, member = tree.info(src or rel)
+        return Item(rel, label, wnid, file_name, size, stamp, src, member)
+
     train = [
-        _item(root, f"{TRAIN_DIR}/{wnid}/{IMAGES_DIR}/{f}", index[wnid], wnid, f)
+        item(f"{TRAIN_DIR}/{wnid}/{IMAGES_DIR}/{f}", index[wnid], wnid, f)
         for wnid in layout.wnids
         for f in layout.train[wnid]
     ]
+    sorted_val = [sorted_val_rel(a.wnid, a.file_name) for a in layout.val]
     val = [
-        _item(
-            root,
-            val_image_path(Path(), a.wnid, a.file_name).as_posix(),
-            index[a.wnid],
-            a.wnid,
-            a.file_name,
-        )
-        for a in layout.val
+        item(rel, index[a.wnid], a.wnid, a.file_name, "" if here == rel else here)
+        for a, rel, here in zip(layout.val, sorted_val, val_at or sorted_val, strict=True)
     ]
-    test = [_item(root, f"{TEST_DIR}/{IMAGES_DIR}/{f}", UNLABELED, "", f) for f in layout.test]
+    test = [item(f"{TEST_DIR}/{IMAGES_DIR}/{f}", UNLABELED, "", f) for f in layout.test]
     items = {TRAIN: train, VAL: val, TEST: test}
     return {split: found for split, found in items.items() if found}
 
 
-def plan(request: PrepareRequest, layout: Layout, settings: Settings) -> dict[str, list[ShardTask]]:
+def plan(
+    request: PrepareRequest,
+    layout: Layout,
+    settings: Settings,
+    val_at: list[str] | None = None,
+) -> dict[str, list[ShardTask]]:
     """Shard tasks per split: given counts, or derived from the split's bytes."""
     planned: dict[str, list[ShardTask]] = {}
     given = request.shards or {}
-    for split, items in split_items(layout).items():
+    for split, items in split_items(layout, val_at).items():
         count = given.get(split) or shard_count_for(
             sum(i.size for i in items), settings.target_shard_bytes, len(items)
         )
@@ -105,7 +114,8 @@ def plan(request: PrepareRequest, layout: Layout, settings: Settings) -> dict[st
             request.name,
             split,
             items,
-            root=layout.root,
+            source=layout.tree.ref,
+            label=layout.tree.label,
             num_shards=count,
             seed=request.shuffle_seed,
             skip_bad=request.skip_bad_images,
@@ -175,6 +185,7 @@ def build_metadata(
             source_kind=request.source.kind,
             source=provenance["source"],
             md5=provenance["md5"],
+            image_folder=provenance["image_folder"],
             shuffle_seed=request.shuffle_seed,
             re_encoded=sorted(p for r in every for p in r.re_encoded),
             skipped=sorted(p for r in every for p in r.skipped),
@@ -194,31 +205,44 @@ def prepare(
     name the file, line or path at fault). Re-running after a crash keeps verified shards.
     """
     rep: Reporter = reporter or LogReporter()
-    with dataset_lock(settings, request.name):
-        tree, provenance = obtain_tree(request.source, request.name, settings, rep)
+    # The writer processes start now: their start-up overlaps the checks and the plan.
+    with (
+        dataset_lock(settings, request.name),
+        WriterPool(default_processes(settings.writer_processes)) as pool,
+    ):
+        tree, provenance = obtain_tree(
+            request.source, request.name, settings, rep, image_folder=request.image_folder
+        )
 
         rep.phase("validate")
         layout = validate(tree)
 
         rep.phase("reorganize", total=len(layout.val), unit="images")
-        report = reorganize(layout, progress=rep.progress, check_stop=rep.check_stop)
-        rep.log.info(
-            "val images: %d moved, %d already in place", report.moved, report.already_in_place
-        )
+        val_at: list[str] | None = None
+        if isinstance(tree, DiskTree):
+            report = reorganize(layout, progress=rep.progress, check_stop=rep.check_stop)
+            rep.log.info(
+                "val images: %d moved, %d already in place", report.moved, report.already_in_place
+            )
+        else:  # read in place: the records carry the val labels, nothing moves
+            val_at = locate_val(layout)
+            rep.log.info("val images: %d labelled from the annotations", len(val_at))
 
         rep.phase("plan")  # shard counts are checked against the images here
-        tasks = plan(request, layout, settings)
+        with paused_gc():
+            tasks = plan(request, layout, settings, val_at)
         # Built beside the current version, which stays usable until the swap at the end.
         out = open_staging(settings.data_root, request.name)
         unmark_ready(out)
 
         every = [t for split_tasks in tasks.values() for t in split_tasks]
+        import_in_background()  # needed by the metadata phase
         rep.phase("write", total=sum(len(t.items) for t in every), unit="images")
         written = write_shards(
             every,
             out,
             request.name,
-            processes=default_processes(settings.writer_processes),
+            pool=pool,
             progress=rep.progress,
             check_stop=rep.check_stop,
         )
@@ -234,11 +258,19 @@ def prepare(
         )
 
         rep.phase("metadata")
+        provenance["image_folder"] = _image_folder(tree, settings)
         metadata = build_metadata(request, layout, results, provenance)
         write_tfds_metadata(out, metadata)
         write_metadata(out, metadata)  # its presence means "complete"
         publish(settings.data_root, request.name, out)
         return metadata
+
+
+def _image_folder(tree: Tree, settings: Settings) -> str | None:
+    """The reorganized ImageFolder tree of a prepare (relative to the data root), if any."""
+    if not isinstance(tree, DiskTree):
+        return None
+    return relative_to_root(settings.data_root, tree.root)
 
 
 def result_of(metadata: DatasetMetadata, settings: Settings) -> dict[str, Any]:
@@ -251,6 +283,7 @@ def result_of(metadata: DatasetMetadata, settings: Settings) -> dict[str, Any]:
         "num_classes": metadata.num_classes,
         "re_encoded": len(metadata.provenance.re_encoded),
         "skipped": metadata.provenance.skipped,
+        "image_folder": metadata.provenance.image_folder,
     }
 
 

@@ -6,8 +6,11 @@
   archives past ``max_bytes`` uncompressed (checked from the central directory *and* while
   streaming, since headers can lie). It extracts into a hidden temporary folder and renames it
   into place, so a half-extracted tree never looks complete.
-- :func:`obtain_tree` ties it together for a request's source and reuses a tree already
-  extracted (or generated) from the same archive (or spec), recorded in a marker file.
+- :func:`obtain_tree` ties it together for a request's source. An archive is read in place
+  (:class:`dataset_service.tree.ZipTree`), and extracted only when the request asks for an
+  ImageFolder tree: once per archive (``raw/extracted/archive-<md5>/``, shared by every dataset
+  made from it), reorganized before it is renamed into place, and reused afterwards. A generated
+  tree is reused while its spec is the same. Both are recorded in a marker file.
 """
 
 from __future__ import annotations
@@ -16,28 +19,36 @@ import hashlib
 import os
 import re
 import shutil
-import stat
 import time
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from dataset_service.errors import ChecksumMismatch, LayoutError, SourceError, UnsafeArchive
+from dataset_service.errors import (
+    ChecksumMismatch,
+    LayoutError,
+    PrepareError,
+    SourceError,
+    UnsafeArchive,
+)
 from dataset_service.files import CHUNK, file_digest, read_json
-from dataset_service.layout import find_root
+from dataset_service.layout import find_root, validate
 from dataset_service.paths import (
+    archive_tree_dir,
     download_file_name,
     downloads_dir,
     extracted_dir,
     relative_to_root,
     resolve_inside,
 )
+from dataset_service.tree import DiskTree, Member, Tree, ZipTree, check_archive, open_zip_tree
 from jobkit.files import atomic_write_json
 
 if TYPE_CHECKING:
@@ -131,47 +142,6 @@ def download(
 # ---------------------------------------------------------------------------- extraction
 
 
-def _check_member(info: zipfile.ZipInfo) -> PurePosixPath:
-    """The member's relative path; raises :class:`UnsafeArchive` for anything unsafe."""
-    name = info.filename
-    if not name or "\x00" in name:
-        raise UnsafeArchive(f"zip entry {name!r} has an empty or invalid name")
-    posix = name.replace("\\", "/")
-    if posix.startswith("/") or _DRIVE.match(posix):
-        raise UnsafeArchive(f"zip entry {name!r} is an absolute path")
-    path = PurePosixPath(posix)
-    if ".." in path.parts:
-        raise UnsafeArchive(f"zip entry {name!r} escapes the target folder (..)")
-    mode = info.external_attr >> 16
-    if stat.S_ISLNK(mode):
-        raise UnsafeArchive(f"zip entry {name!r} is a symbolic link; links are not allowed")
-    if mode and stat.S_IFMT(mode) and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-        raise UnsafeArchive(f"zip entry {name!r} is not a regular file or folder")
-    return path
-
-
-def check_archive(
-    zf: zipfile.ZipFile, max_bytes: int
-) -> list[tuple[zipfile.ZipInfo, PurePosixPath]]:
-    """Check every entry from the central directory before anything is written."""
-    members = []
-    seen: set[PurePosixPath] = set()
-    total = 0
-    for info in zf.infolist():
-        path = _check_member(info)
-        if path in seen:
-            raise UnsafeArchive(f"zip entry {info.filename!r} appears twice")
-        seen.add(path)
-        total += info.file_size
-        if total > max_bytes:
-            raise UnsafeArchive(
-                f"archive expands to more than the limit of {max_bytes} bytes "
-                f"(reached at entry {info.filename!r})"
-            )
-        members.append((info, path))
-    return members
-
-
 def _copy_member(
     zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, budget: int, max_bytes: int
 ) -> int:
@@ -199,27 +169,33 @@ def extract_zip(
     marker: dict[str, Any] | None = None,
     progress: Progress = _noop,
     check_stop: CheckStop = _noop,
+    finish: Callable[[Path], None] = _noop,
+    keep_existing: bool = False,
 ) -> Path:
     """Extract ``zip_path`` into ``dest`` (replacing it) safely; returns ``dest``.
 
-    ``marker`` is written to ``dest/.source.json`` before the rename into place.
+    ``finish(folder)`` runs on the complete extraction before it is renamed into place, and
+    ``marker`` is written to ``dest/.source.json`` then. With ``keep_existing``, a ``dest``
+    another process completed meanwhile (same marker) is kept and this extraction dropped.
     Raises :class:`UnsafeArchive` for unsafe entries or size, :class:`SourceError` if the file
     is not a readable zip. Nothing is left at ``dest`` (nor half-extracted) on failure.
     """
     dest = Path(dest)
-    with _build_into(dest, marker) as partial:
+    with _build_into(dest, marker, keep_existing=keep_existing) as partial:
         partial.mkdir()
         try:
             zf = zipfile.ZipFile(zip_path)
         except (zipfile.BadZipFile, OSError) as exc:
             raise SourceError(f"{zip_path.name} is not a readable zip archive: {exc}") from exc
         with zf:
-            members = check_archive(zf, max_bytes)
+            infos = zf.infolist()
+            checked = check_archive([Member.of(i) for i in infos], max_bytes)
+            members = list(zip(infos, checked, strict=True))
             root = partial.resolve()
             total_written = 0
             progress(0, len(members))
             for i, (info, rel) in enumerate(members, start=1):
-                target = partial.joinpath(*rel.parts)
+                target = partial.joinpath(*rel.split("/"))
                 if not target.resolve().is_relative_to(root):  # defence in depth
                     raise UnsafeArchive(f"zip entry {info.filename!r} escapes the target folder")
                 try:
@@ -240,21 +216,31 @@ def extract_zip(
                 progress(i, len(members))
                 if i % 256 == 0:
                     check_stop()
+        finish(partial)
     return dest
 
 
 @contextmanager
-def _build_into(dest: Path, marker: dict[str, Any] | None) -> Iterator[Path]:
+def _build_into(
+    dest: Path, marker: dict[str, Any] | None, *, keep_existing: bool = False
+) -> Iterator[Path]:
     """Yield a partial folder beside ``dest`` to fill; on success write ``marker`` into it and
-    swap it in for ``dest``; on any failure delete it. ``dest`` is never half-built."""
+    swap it in for ``dest``; on any failure delete it. ``dest`` is never half-built. With
+    ``keep_existing``, partial folders of other processes are left alone, and a complete
+    ``dest`` (same marker) that appeared meanwhile wins over this one."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_partials(dest)
+    if not keep_existing:
+        _remove_stale_partials(dest)
     partial = dest.with_name(f".{dest.name}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
     try:
         yield partial
         if marker is not None:
             atomic_write_json(partial / MARKER_FILE, marker)
-        _replace_dir(partial, dest)
+        if keep_existing and marker is not None and _reusable(dest, marker):
+            shutil.rmtree(partial, ignore_errors=True)
+        else:
+            _replace_dir(partial, dest)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
@@ -305,16 +291,50 @@ def _reusable(tree: Path, marker: dict[str, Any]) -> bool:
     return read_json(tree / MARKER_FILE) == marker
 
 
+def _organize(folder: Path) -> None:
+    """Validate an extracted tree and move its val images into class folders."""
+    from dataset_service.reorganize import reorganize
+
+    reorganize(validate(DiskTree(find_root(folder))))
+
+
+def _checked_archive(archive: Path, expected_md5: str | None, label: str, settings: Settings):
+    """(MD5, zip tree) of ``archive``: the checksum is computed while the central directory is
+    read and checked (hashlib releases the GIL); a wrong checksum is reported first."""
+    with ThreadPoolExecutor(1) as pool:
+        digest = pool.submit(md5_file, archive)
+        tree: ZipTree | None = None
+        error: PrepareError | None = None
+        try:
+            tree = open_zip_tree(archive, max_bytes=settings.max_extract_bytes, label=label)
+        except PrepareError as exc:
+            error = exc
+        md5 = digest.result()
+    if expected_md5 and md5 != expected_md5:
+        raise ChecksumMismatch(f"MD5 of {label} is {md5}, expected {expected_md5}")
+    if error is not None:
+        if isinstance(error, LayoutError):  # name the archive the user gave
+            raise LayoutError(f"{label}: {error}") from None
+        raise error
+    assert tree is not None
+    return md5, tree
+
+
 def obtain_tree(
-    source: Source, name: str, settings: Settings, reporter: Reporter
-) -> tuple[Path, dict[str, Any]]:
-    """Make the source available as an extracted tree; returns (tree root, provenance facts).
+    source: Source,
+    name: str,
+    settings: Settings,
+    reporter: Reporter,
+    *,
+    image_folder: bool = False,
+) -> tuple[Tree, dict[str, Any]]:
+    """Make the source readable as a tree; returns (tree, provenance facts).
 
     Provenance facts: ``source`` (URL, path or spec) and ``md5`` of the archive when one was
-    used. Phases: ``download`` (url), ``extract`` (url, zip), ``generate`` (synthetic).
+    used. Phases: ``download`` (url), ``inspect`` (url, zip: checksum and central directory),
+    ``extract`` (url, zip, with ``image_folder``), ``generate`` (synthetic).
     """
     data_root = settings.data_root
-    target = extracted_dir(data_root, name)
     if source.kind == "folder":
         folder = resolve_inside(data_root, source.path)
         if not folder.is_dir():
@@ -324,11 +344,12 @@ def obtain_tree(
             root = find_root(folder)
         except LayoutError as exc:
             raise LayoutError(f"{origin}: {exc}") from None
-        return root, {"source": origin, "md5": None}
+        return DiskTree(root, origin), {"source": origin, "md5": None}
 
     if source.kind == "synthetic":
         from dataset_service.synthetic import SyntheticSpec
 
+        target = extracted_dir(data_root, name)
         spec = SyntheticSpec(**source.model_dump(exclude={"kind"}))
         marker = {"kind": "synthetic", "spec": asdict(spec)}
         description = "synthetic " + ",".join(f"{k}={v}" for k, v in marker["spec"].items())
@@ -346,13 +367,17 @@ def obtain_tree(
                 processes=settings.writer_processes or None,
                 progress=progress,
             )
-        return find_root(target), {"source": description, "md5": None}
+        root = find_root(target)
+        return DiskTree(root, relative_to_root(data_root, root)), {
+            "source": description,
+            "md5": None,
+        }
 
     if source.kind == "url":
         url = str(source.url)
         archive = downloads_dir(data_root) / download_file_name(url)
         reporter.phase("download", unit="bytes")
-        md5 = download(
+        download(
             url,
             archive,
             expected_md5=source.md5,
@@ -365,11 +390,15 @@ def obtain_tree(
         archive = resolve_inside(data_root, source.path)
         if not archive.is_file():
             raise SourceError(f"source zip {source.path!r} does not exist")
-        md5 = md5_file(archive)
-        if source.md5 and md5 != source.md5:
-            raise ChecksumMismatch(f"MD5 of {source.path} is {md5}, expected {source.md5}")
         origin = relative_to_root(data_root, archive)
 
+    label = relative_to_root(data_root, archive)
+    reporter.phase("inspect")
+    md5, tree = _checked_archive(archive, source.md5, label, settings)
+    facts = {"source": origin, "md5": md5}
+    if not image_folder:
+        return tree, facts
+    target = archive_tree_dir(data_root, md5)
     marker = {"kind": "archive", "md5": md5, "size": archive.stat().st_size}
     if not _reusable(target, marker):
         reporter.phase("extract", unit="files")
@@ -380,9 +409,8 @@ def obtain_tree(
             marker=marker,
             progress=reporter.progress,
             check_stop=reporter.check_stop,
+            finish=_organize,
+            keep_existing=True,
         )
-    try:
-        root = find_root(target)
-    except LayoutError as exc:  # name the archive the user gave, not our extraction folder
-        raise LayoutError(f"{origin}: {exc}") from None
-    return root, {"source": origin, "md5": md5}
+    root = find_root(target)
+    return DiskTree(root, relative_to_root(data_root, root)), facts

@@ -6,6 +6,8 @@ class label in wnids.txt order, wnid and file name as text); the test split stor
 
 from __future__ import annotations
 
+import importlib
+import threading
 from pathlib import Path
 
 from shard_format.metadata import DatasetMetadata
@@ -23,6 +25,16 @@ DATASET_INFO_FILE = "dataset_info.json"
 FEATURES_FILE = "features.json"
 LABELS_FILE_SUFFIX = ".labels.txt"
 HOMEPAGE = "http://cs231n.stanford.edu/"
+
+
+def import_in_background() -> threading.Thread:
+    """Start importing TFDS in a thread (most of a second): the prepare process only waits
+    while its writer processes run, so the metadata phase later finds it imported."""
+    thread = threading.Thread(
+        target=importlib.import_module, args=("tensorflow_datasets",), daemon=True
+    )
+    thread.start()
+    return thread
 
 
 def tfds_features(wnids: list[str]):
