@@ -1,17 +1,20 @@
-"""Sharding benchmark: the project's writer against the old homework's method, the prepare job's
-phases, and how its time and peak memory grow with the dataset.
+"""Sharding benchmark: the prepare job against a plain anchor, the writer against the old
+homework's method, and how the job's time and peak memory grow with the dataset.
 
     python -m bench.sharding [--scale 1.0] [--repeats 3] [--fractions 0.1,0.25,0.5,1]
 
-Three measurements, each run in a fresh child process (peak memory per run):
+Each measurement runs in a fresh child process (peak memory per run):
 
-1. **Train split, side by side** on the same extracted JPEG files (the page cache warm for
+1. **The whole prepare job** (``dataset_service.prepare.prepare``) from the zip, all splits,
+   side by side with :mod:`bench.anchor` (``unzip`` + a plain 2-process TFRecord writer) on
+   the same zip, on tmpfs (``/dev/shm``) and on the disk; the two alternate which goes first in
+   every repeat and the ratio is reported per repeat. Per phase for both, and the job once more
+   with ``image_folder: true`` (the archive also extracted as a reorganized tree).
+2. **Train split, side by side** on the same extracted JPEG files (the page cache warm for
    both): the project's writer (``plan_split`` + ``write_shards``: JPEG bytes, one process per
    core) and :mod:`bench.homework_baseline` (``flow_from_directory`` + one float32 tensor per
-   record, one process). The two alternate which goes first in every repeat.
-2. **The whole prepare job** (``dataset_service.prepare.prepare``) from the zip, all splits:
-   time per phase (md5, extract, validate, reorganize, write, metadata).
-3. **Growth**: the same job on the first 10 %, 25 %, 50 % and 100 % of every split (the same
+   record, one process).
+3. **Growth**: the prepare job on the first 10 %, 25 %, 50 % and 100 % of every split (the same
    images, packed into smaller zips): total time and peak memory.
 """
 
@@ -49,8 +52,10 @@ from bench.data import (
 
 SECTION = "sharding"
 DEFAULT_FRACTIONS = (0.1, 0.25, 0.5, 1.0)
-PHASES = ("md5", "extract", "validate", "reorganize", "write", "metadata")
-PROJECT, HOMEWORK = "project", "homework"
+PHASES = ("start", "inspect", "extract", "validate", "reorganize", "plan", "write", "metadata")
+ANCHOR_PHASES = ("unzip", "write")
+PROJECT, HOMEWORK, ANCHOR, FOLDER = "project", "homework", "anchor", "project-image-folder"
+TMPFS = Path("/dev/shm")
 
 # --------------------------------------------------------------------------- child processes
 
@@ -62,7 +67,7 @@ class TimingReporter:
         import logging
 
         self.log = logging.getLogger("bench.sharding")
-        self.marks: list[tuple[str, float]] = [("md5", time.perf_counter())]
+        self.marks: list[tuple[str, float]] = [("start", time.perf_counter())]
         self.latest_metrics: dict[str, Any] = {}
 
     def phase(self, name: str, total: int | None = None, unit: str = "items") -> None:
@@ -82,18 +87,20 @@ class TimingReporter:
         return False
 
     def durations(self, end: float) -> dict[str, float]:
-        """Seconds per phase; the time before the first reported phase is the zip's MD5."""
+        """Seconds per phase; ``start`` is the time before the first reported phase."""
         out: dict[str, float] = defaultdict(float)
         for (name, t0), (_, t1) in zip(self.marks, [*self.marks[1:], ("end", end)], strict=True):
             out[name] += t1 - t0
         return dict(out)
 
 
-def child_prepare(data_root: str, zip_path: str, writer_processes: int = 0) -> dict:
+def child_prepare(
+    data_root: str, zip_path: str, writer_processes: int = 0, image_folder: bool = False
+) -> dict:
     """The whole prepare job from a zip placed in a fresh data root; per-phase seconds.
 
-    Nothing is imported beforehand: the job's own imports (TensorFlow in its writer processes,
-    TFDS for the metadata) count, as they do in the service's worker.
+    Nothing is imported beforehand: the job's own imports (its writer processes' modules, TFDS
+    for the metadata) count, as they do in the service's worker.
     """
     from dataset_service.config import Settings
     from dataset_service.models import PrepareRequest, ZipSource
@@ -105,7 +112,11 @@ def child_prepare(data_root: str, zip_path: str, writer_processes: int = 0) -> d
     if not local_zip.exists():
         os.link(zip_path, local_zip)
     settings = Settings(data_root=root, writer_processes=writer_processes)
-    request = PrepareRequest(name=DATASET_NAME, source=ZipSource(kind="zip", path="source.zip"))
+    request = PrepareRequest(
+        name=DATASET_NAME,
+        source=ZipSource(kind="zip", path="source.zip"),
+        image_folder=image_folder,
+    )
     reporter = TimingReporter()
     start = reporter.marks[0][1]
     metadata = prepare(request, settings, reporter=reporter)
@@ -132,10 +143,7 @@ def child_prepare(data_root: str, zip_path: str, writer_processes: int = 0) -> d
 
 
 def child_project_train(tree: str, out_dir: str, processes: int = 0) -> dict:
-    """The project's writer on the train split only (listing, planning and writing timed).
-
-    This process does not need TensorFlow; the writer processes import it (timed).
-    """
+    """The project's writer on the train split only (listing, planning and writing timed)."""
     from dataset_service.config import Settings
     from dataset_service.layout import validate
     from dataset_service.prepare import split_items
@@ -148,7 +156,14 @@ def child_project_train(tree: str, out_dir: str, processes: int = 0) -> dict:
     items = split_items(layout)[TRAIN]
     count = shard_count_for(sum(i.size for i in items), Settings().target_shard_bytes, len(items))
     tasks = plan_split(
-        DATASET_NAME, TRAIN, items, root=layout.root, num_shards=count, seed=0, skip_bad=False
+        DATASET_NAME,
+        TRAIN,
+        items,
+        source=layout.tree.ref,
+        label=layout.tree.label,
+        num_shards=count,
+        seed=0,
+        skip_bad=False,
     )
     results = write_shards(tasks, Path(out_dir), DATASET_NAME, processes=processes)
     seconds = time.perf_counter() - start
@@ -187,10 +202,51 @@ def _measure(data: WorkData, label: str, target: str, kwargs: dict, out: Path) -
     return r
 
 
+def _location_zip(data: WorkData, location: str) -> Path:
+    """The archive copied to ``location`` (tmpfs or the disk), for both contenders to read."""
+    base = TMPFS / f"tin-bench-{data.base.name}" if location == "tmpfs" else data.runs_dir
+    target = base / "source" / data.zip_path.name
+    if not target.is_file() or target.stat().st_size != data.zip_path.stat().st_size:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(data.zip_path, target)
+    return target
+
+
+def measure_anchor(data: WorkData, *, repeats: int, locations: tuple[str, ...]) -> dict:
+    """The prepare job and the anchor, alternating, on each location; then with image_folder."""
+    runs: dict[str, dict[str, list[dict]]] = {}
+    for location in locations:
+        archive = _location_zip(data, location)
+        scratch = archive.parent.parent / "scratch"
+        runs[location] = {PROJECT: [], ANCHOR: [], FOLDER: []}
+        for r in range(repeats):
+            order = [PROJECT, ANCHOR] if r % 2 == 0 else [ANCHOR, PROJECT]
+            if location == "tmpfs":
+                order.append(FOLDER)
+            for method in order:
+                shutil.rmtree(scratch, ignore_errors=True)
+                log(f"sharding repeat {r + 1}/{repeats} on {location}: {method}")
+                if method == ANCHOR:
+                    target = "bench.anchor:child_anchor"
+                    kwargs = {"zip_path": str(archive), "work_dir": str(scratch)}
+                else:
+                    target = "bench.sharding:child_prepare"
+                    kwargs = {"data_root": str(scratch), "zip_path": str(archive)}
+                    kwargs["image_folder"] = method == FOLDER
+                runs[location][method].append(_measure(data, method, target, kwargs, scratch))
+    return runs
+
+
 def measure(
-    data: WorkData, *, repeats: int, fractions: tuple[float, ...], batch_size: int
+    data: WorkData,
+    *,
+    repeats: int,
+    fractions: tuple[float, ...],
+    batch_size: int,
+    locations: tuple[str, ...],
 ) -> dict[str, Any]:
     ensure_prepared(data)
+    anchor = measure_anchor(data, repeats=repeats, locations=locations)
     side: dict[str, list[dict]] = {PROJECT: [], HOMEWORK: []}
     for r in range(repeats):
         order = [PROJECT, HOMEWORK] if r % 2 == 0 else [HOMEWORK, PROJECT]
@@ -217,7 +273,7 @@ def measure(
             growth[f].append(
                 _measure(data, f"prepare {f:.0%}", "bench.sharding:child_prepare", kwargs, root)
             )
-    return {"side": side, "growth": growth}
+    return {"anchor": anchor, "side": side, "growth": growth}
 
 
 def _processes(n: int, what: str = "") -> str:
@@ -236,11 +292,101 @@ def _mem(runs: list[dict], key: str) -> Stats:
     return Stats.of(mib(r[key]) for r in runs)
 
 
+def _seconds(runs: list[dict]) -> Stats:
+    return Stats.of(r["seconds"] for r in runs)
+
+
+def render_anchor(anchor: dict[str, dict[str, list[dict]]], info: RunInfo) -> list[str]:
+    out = ["\n#### The prepare job against the anchor, from the zip, all splits\n"]
+    out.append(info.header() + "\n")
+    labels = {
+        PROJECT: "project: `prepare` (zip read in place)",
+        ANCHOR: "anchor: `unzip` + plain writer (`bench/anchor.py`)",
+        FOLDER: "project with `image_folder: true` (also extracts the reorganized tree)",
+    }
+    rows = []
+    for location, runs in anchor.items():
+        for method, label in labels.items():
+            if runs.get(method):
+                rows.append(
+                    [
+                        location,
+                        label,
+                        f"{runs[method][0]['images']:,}",
+                        _seconds(runs[method]).fmt(".2f"),
+                        _rate(runs[method]).fmt(",.0f"),
+                        _mem(runs[method], "peak_tree_rss").fmt(",.0f"),
+                        _mem(runs[method], "peak_proc_rss").fmt(",.0f"),
+                    ]
+                )
+    out.append(
+        md_table(
+            [
+                "data on",
+                "method",
+                "images",
+                "seconds",
+                "images/s",
+                "peak RSS, all processes (MiB)",
+                "peak RSS, largest process (MiB)",
+            ],
+            rows,
+        )
+    )
+    lines = []
+    for location, runs in anchor.items():
+        per_run = [
+            p["seconds"] / a["seconds"] for p, a in zip(runs[PROJECT], runs[ANCHOR], strict=True)
+        ]
+        worst = max(per_run)
+        lines.append(
+            f"- {location}: project / anchor per repeat "
+            + ", ".join(f"{x:.2f}" for x in per_run)
+            + f" (worst **{worst:.2f}**); project median **{_seconds(runs[PROJECT]).median:.2f} s**"
+        )
+    out.append("\nRatio of the wall times, each repeat on its own (lower is faster):\n")
+    out.append("\n".join(lines) + "\n")
+
+    for location, runs in anchor.items():
+        out.append(f"\nPer phase on {location} (seconds):\n")
+        rows = []
+        total = _seconds(runs[PROJECT]).median
+        for phase in PHASES:
+            values = Stats.of(r["phases"].get(phase, 0.0) for r in runs[PROJECT])
+            if values.max > 0:
+                share = values.median / total if total else 0.0
+                rows.append(["project", phase, values.fmt(".2f"), f"{share:.0%}"])
+        total = _seconds(runs[ANCHOR]).median
+        for phase in ANCHOR_PHASES:
+            values = Stats.of(r["phases"][phase] for r in runs[ANCHOR])
+            rows.append(["anchor", phase, values.fmt(".2f"), f"{values.median / total:.0%}"])
+        out.append(md_table(["method", "phase", "seconds", "share (medians)"], rows))
+    project = next(iter(anchor.values()))[PROJECT][0]
+    rows = [
+        [split, f"{v['records']:,}", v["shards"], f"{v['bytes'] / max(v['records'], 1):,.0f}"]
+        for split, v in project["splits"].items()
+    ]
+    out.append("\nWhat the project wrote:\n")
+    out.append(md_table(["split", "records", "shards", "bytes on disk per image"], rows))
+    out.append(
+        f"\nBoth read the same zip from the same place and write their shards beside it, each in "
+        f"a fresh process whose imports count; the project uses "
+        f"{_processes(project['processes'], 'writer ')} on {usable_cores()} cores, the anchor "
+        "2. The project reads the members in place (nothing extracted), checks the archive "
+        "(names, links, sizes) and decodes every image fully; `start` is taking the dataset's "
+        "lock and starting the writer processes, `inspect` the zip's MD5 (in a thread) beside "
+        "reading and checking its central directory, `plan` listing and shuffling, `metadata` "
+        "the TFDS and shard_format files. The anchor checks only each JPEG's component count."
+    )
+    return out
+
+
 def render(data: WorkData, results: dict[str, Any], info: RunInfo, batch_size: int) -> str:
     side, growth = results["side"], results["growth"]
     project, homework = side[PROJECT], side[HOMEWORK]
     procs = project[0]["processes"]
     out = [f"_Data: {describe(data.spec)}._"]
+    out.extend(render_anchor(results["anchor"], info))
 
     out.append("\n#### Train split: the project's writer vs the homework's method\n")
     out.append(info.header() + "\n")
@@ -284,41 +430,13 @@ def render(data: WorkData, results: dict[str, Any], info: RunInfo, batch_size: i
         "What was timed, for both: listing the train folder, reading, processing and writing "
         "every train image once, from the same extracted files (warm page cache). The "
         "homework's TensorFlow import is left out of its time; the project's time includes "
-        "starting its writer processes (spawn + TensorFlow import in each) and re-encoding the "
-        "few CMYK/PNG files; its "
+        "starting its writer processes and re-encoding the few greyscale/CMYK/PNG files; its "
         "records keep the JPEG bytes, label, wnid and file name, and it shuffles the file list "
         "across shards. The homework's method (see `bench/homework_baseline.py`) reads train "
         "only (val is not in one folder per class as shipped), bakes one random horizontal "
         f"flip and the standardization into the stored float32 tensors (batch {batch_size}), "
         "and numbers the classes in alphabetical wnid order."
     )
-
-    full = growth.get(1.0) or growth[max(growth)]
-    fraction = 1.0 if 1.0 in growth else max(growth)
-    total = Stats.of(r["seconds"] for r in full)
-    out.append(f"\n#### Prepare job from the zip, all splits, per phase ({fraction:.0%})\n")
-    out.append(info.header() + "\n")
-    rows = []
-    for phase in PHASES:
-        values = Stats.of(r["phases"].get(phase, 0.0) for r in full)
-        share = values.median / total.median if total.median else 0.0
-        rows.append([phase, values.fmt(".2f"), f"{share:.0%}"])
-    rows.append(["**total**", total.fmt(".2f"), "100%"])
-    out.append(md_table(["phase", "seconds", "share (medians)"], rows))
-    images = full[0]["images"]
-    out.append(
-        f"\n{images:,} images (all splits) at **{_rate(full).fmt(',.0f')} images/s** end to end, "
-        f"{_processes(full[0]['processes'], 'writer ')} on {usable_cores()} cores, in a fresh "
-        "process (its imports count, as in the service's worker). `md5` is the zip's checksum "
-        "before extraction; `metadata` writes the TFDS (importing it) and shard_format files.\n"
-    )
-    rows = []
-    for split, s in full[0]["splits"].items():
-        rows.append(
-            [split, f"{s['records']:,}", s["shards"], f"{s['bytes'] / max(s['records'], 1):,.0f}"]
-        )
-    out.append(info.header() + "\n")
-    out.append(md_table(["split", "records", "shards", "bytes on disk per image"], rows))
 
     lo, hi = min(growth), max(growth)
     out.append(f"\n#### Growth: the prepare job on {lo:.0%} to {hi:.0%} of every split\n")
@@ -389,6 +507,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=128,
         help="the homework's flow_from_directory batch size (default: 128)",
     )
+    g.add_argument(
+        "--locations",
+        type=lambda t: tuple(x for x in t.split(",") if x),
+        default=("tmpfs", "disk"),
+        help="where the prepare job and the anchor read and write (default: tmpfs,disk)",
+    )
 
 
 def run(data: WorkData, args: argparse.Namespace, info: RunInfo) -> str:
@@ -397,6 +521,7 @@ def run(data: WorkData, args: argparse.Namespace, info: RunInfo) -> str:
         repeats=args.repeats,
         fractions=args.fractions,
         batch_size=args.homework_batch_size,
+        locations=args.locations,
     )
     return render(data, results, info, args.homework_batch_size)
 

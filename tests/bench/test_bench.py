@@ -191,8 +191,8 @@ def _side(method, images, seconds, bytes_, rss):
 
 
 def _prepare(images, seconds, rss):
-    phases = {"md5": 0.1, "extract": 1.0, "validate": 0.1, "reorganize": 0.2}
-    phases.update(write=seconds - 1.6, metadata=0.2)
+    phases = {"start": 0.1, "inspect": 1.0, "validate": 0.1, "reorganize": 0.2, "plan": 0.1}
+    phases.update(write=seconds - 1.7, metadata=0.2)
     splits = {"train": {"records": images, "shards": 2, "bytes": images * 2000}}
     return {
         "images": images,
@@ -205,9 +205,24 @@ def _prepare(images, seconds, rss):
     }
 
 
+def _anchor(images, seconds, rss):
+    phases = {"unzip": seconds / 3, "write": seconds * 2 / 3}
+    return {"images": images, "seconds": seconds, "phases": phases}, rss
+
+
 def test_sharding_render():
     data = WorkData(BENCHMARKS_MD.parent, spec_for_scale(0.01))
+    anchor = [
+        {**a, "peak_tree_rss": rss, "peak_proc_rss": rss / 2}
+        for a, rss in (_anchor(1000, 20.0, 2e9), _anchor(1000, 25.0, 2e9))
+    ]
+    tmpfs = {
+        sharding.PROJECT: [_prepare(1000, 8.0, 1e9), _prepare(1000, 10.0, 1e9)],
+        sharding.ANCHOR: anchor,
+        sharding.FOLDER: [_prepare(1000, 12.0, 1e9)] * 2,
+    }
     results = {
+        "anchor": {"tmpfs": tmpfs, "disk": {**tmpfs, sharding.FOLDER: []}},
         "side": {
             sharding.PROJECT: [_side("p", 1000, 1.0, 2e6, 3e8), _side("p", 1000, 1.2, 2e6, 3e8)],
             sharding.HOMEWORK: [_side("h", 1000, 5.0, 5e7, 2e8)] * 2,
@@ -215,7 +230,10 @@ def test_sharding_render():
         "growth": {0.1: [_prepare(100, 2.0, 1e9)] * 2, 1.0: [_prepare(1000, 10.0, 1e9)] * 2},
     }
     text = sharding.render(data, results, INFO, 128)
-    assert text.count("_Machine: test box") == 4  # above every table
+    assert text.count("_Machine: test box") == 3  # above every table
+    assert "- tmpfs: project / anchor per repeat 0.40, 0.40 (worst **0.40**)" in text
+    assert text.count("image_folder: true") == 1  # measured on tmpfs only
+    assert "| project | inspect | 1.00 (1.00..1.00) |" in text and "| anchor | unzip |" in text
     assert "**4.58x** the images/s" in text and "**25.00x** the bytes" in text
     assert "time **5.00x**, peak memory of all processes **1.00x**" in text
 
@@ -227,10 +245,12 @@ def test_input_and_train_and_api_render():
         "epochs": [{"seconds": 1.0, "images": 1000}, {"seconds": 0.5, "images": 1000}],
         "peak_tree_rss": 1e9,
     }
-    runs = {m: [run] for m in (input_pipeline.PROJECT_HOST, input_pipeline.KERAS)}
-    runs[input_pipeline.PROJECT_DEVICE] = [run]
+    runs = {m: [run] for m in input_pipeline.METHODS}
+    slow = {**run, "epochs": [{"seconds": 4.0, "images": 1000}, {"seconds": 0.5, "images": 1000}]}
+    runs[input_pipeline.KERAS_DEVICE] = [slow]
     text = input_pipeline.render(data, runs, INFO, 128, 2)
-    assert "epoch 1 **1.00x**, cached epochs **1.00x**" in text
+    assert "host (the same `preprocess_batch`): epoch 1 **1.00x**, cached epochs **1.00x**" in text
+    assert "as the trainer runs it: epoch 1 **4.00x**, cached epochs **1.00x**" in text
 
     runtime = {
         "backend": "tensorflow",
