@@ -98,14 +98,10 @@ class WorkData:
         return self.prepared_root / "datasets" / DATASET_NAME
 
     @property
-    def prepared_tree(self) -> Path:
-        """The tree the project extracted and reorganized (``val/<wnid>/images``)."""
-        return self.prepared_root / "raw" / "extracted" / DATASET_NAME / ROOT_DIR_NAME
-
-    @property
     def train_dir(self) -> Path:
-        """One folder per class: what ``flow_from_directory``-style readers take."""
-        return self.prepared_tree / TRAIN_DIR
+        """One folder per class: what ``flow_from_directory``-style readers take (train is
+        one folder per class as shipped)."""
+        return self.tree / TRAIN_DIR
 
     @property
     def runs_dir(self) -> Path:

@@ -254,7 +254,7 @@ def measure(
             out = scratch_root(data, f"{method}-train")
             if method == PROJECT:
                 target = "bench.sharding:child_project_train"
-                kwargs = {"tree": str(data.prepared_tree), "out_dir": str(out)}
+                kwargs = {"tree": str(data.tree), "out_dir": str(out)}
             else:
                 target = "bench.sharding:child_homework_train"
                 kwargs = {"train_dir": str(data.train_dir), "out_dir": str(out)}
