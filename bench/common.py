@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import itertools
 import json
 import os
 import platform
@@ -33,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
 DEFAULT_WORK_DIR = Path(os.environ.get("BENCH_WORK_DIR", "/tmp/bench-work"))
 SAMPLE_INTERVAL_S = 0.02
+CHILDREN_EVERY = 10  # samples between two listings of the process tree
 
 # --------------------------------------------------------------------------- statistics
 
@@ -130,16 +132,19 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def _tree_rss(proc: psutil.Process) -> int:
+def _rss_sum(procs: list[psutil.Process]) -> int:
     total = 0
-    try:
-        procs = [proc, *proc.children(recursive=True)]
-    except psutil.Error:
-        return 0
     for p in procs:
         with contextlib.suppress(psutil.Error):
             total += p.memory_info().rss
     return total
+
+
+def _tree(proc: psutil.Process) -> list[psutil.Process]:
+    try:
+        return [proc, *proc.children(recursive=True)]
+    except psutil.Error:
+        return [proc]
 
 
 def run_child(
@@ -178,8 +183,15 @@ def run_child(
             done = threading.Event()
 
             def sample() -> None:
-                while not done.is_set():
-                    peak[0] = max(peak[0], _tree_rss(proc))
+                # Listing the children scans all of /proc: done every 10th sample only, so
+                # the sampler costs the measured job (sharing its cores) little.
+                procs: list[psutil.Process] = []
+                for i in itertools.count():
+                    if done.is_set():
+                        return
+                    if i % CHILDREN_EVERY == 0:
+                        procs = _tree(proc)
+                    peak[0] = max(peak[0], _rss_sum(procs))
                     done.wait(SAMPLE_INTERVAL_S)
 
             sampler = threading.Thread(target=sample, daemon=True)

@@ -82,6 +82,20 @@ def _wnid_entry(wnid: str) -> bytes:
     return _entry(WNID, _bytes_feature(wnid.encode()))
 
 
+def _bytes_entry(key: str, value: bytes) -> tuple[list[bytes], int]:
+    """The pieces of one ``{key: Feature{bytes_list{value: [value]}}}`` map entry, and their
+    length: the lengths are summed, so the value (the image) is copied once, by the final join.
+    """
+    n = len(value)
+    bytes_list = 1 + len(_varint(n)) + n
+    feature = 1 + len(_varint(bytes_list)) + bytes_list
+    key_bytes = _KEYS[key]
+    entry = len(key_bytes) + 1 + len(_varint(feature)) + feature
+    parts = [_FIELD1, _varint(entry), key_bytes, _FIELD2, _varint(feature)]
+    parts += [_FIELD1, _varint(bytes_list), _FIELD1, _varint(n), value]
+    return parts, 1 + len(parts[1]) + entry
+
+
 def serialize(image_jpeg: bytes, label: int, wnid: str, file_name: str) -> bytes:
     """One record: encoded JPEG bytes, class index (UNLABELED for test), wnid, source file name."""
     if not image_jpeg.startswith(_JPEG_MAGIC):
@@ -90,15 +104,11 @@ def serialize(image_jpeg: bytes, label: int, wnid: str, file_name: str) -> bytes
         raise ValueError(f"{file_name}: label must be >= {UNLABELED}, got {label}")
     # Deterministic serialization writes map entries in key order: file_name, image, label,
     # wnid. The label and wnid entries repeat from record to record: built once each.
-    body = b"".join(
-        (
-            _entry(FILE_NAME, _bytes_feature(file_name.encode())),
-            _entry(IMAGE, _bytes_feature(image_jpeg)),
-            _label_entry(label),
-            _wnid_entry(wnid),
-        )
-    )
-    return _FIELD1 + _varint(len(body)) + body
+    name_parts, name_len = _bytes_entry(FILE_NAME, file_name.encode())
+    image_parts, image_len = _bytes_entry(IMAGE, image_jpeg)
+    label_entry, wnid_entry = _label_entry(label), _wnid_entry(wnid)
+    body = name_len + image_len + len(label_entry) + len(wnid_entry)
+    return b"".join([_FIELD1, _varint(body), *name_parts, *image_parts, label_entry, wnid_entry])
 
 
 def masked_crc(data: bytes) -> int:

@@ -35,6 +35,8 @@ CLASS_ORDER = "wnids.txt line order"
 METADATA_FILE = "shard_format.json"
 #: Folder under the shared volume's root where prepared datasets live, one folder per name.
 DATASETS_DIR = "datasets"
+#: What a dataset name may be: its folder's name, and the start of its shards' names.
+DATASET_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 
 SHARD_SUFFIX = "tfrecord"
 _SHARD_RE = re.compile(

@@ -132,6 +132,7 @@ def test_paths_outside_the_data_root_or_missing_are_422(client, data_root, tmp_p
     assert response.status_code == 422
     (error,) = response.json()["errors"]
     assert error["field"] == "body.source.path" and message in error["message"]
+    assert str(tmp_path) not in response.text  # no server path (the data root is under it)
     assert client.get("/v1/jobs").json()["items"] == []
 
 
@@ -373,3 +374,13 @@ def test_orphaned_job_is_interrupted_at_startup_and_resumed_by_posting_again(dat
         assert states == {old.id: "interrupted", new_id: "succeeded"}
         (listed,) = client.get("/v1/datasets").json()["items"]
         assert listed["splits"]["train"]["num_records"] == SMALL_SPEC.train_total
+
+
+def test_the_schema_requires_what_the_service_requires(client):
+    """Every source names its kind: ``{"source": {}}`` is invalid in the spec as in the service."""
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    for name in ("UrlSource", "ZipSource", "FolderSource", "SyntheticSource"):
+        assert "kind" in schemas[name]["required"]
+    response = post(client, {"name": "x", "source": {}})
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"].startswith("body.source")

@@ -270,7 +270,9 @@ def test_zip_source_with_wrong_md5_fails(pristine_zip, data_root):
 
 def test_url_source_downloads_into_raw(pristine_zip, data_root):
     with serve_directory(pristine_zip.parent) as base:
-        source = UrlSource(url=f"{base}/{pristine_zip.name}", md5=md5_file(pristine_zip))
+        source = UrlSource(
+            kind="url", url=f"{base}/{pristine_zip.name}", md5=md5_file(pristine_zip)
+        )
         reporter = LogReporter()
         root, facts = obtain_tree(source, "u", make_settings(data_root), reporter)
     assert reporter.phases == ["download", "inspect"]

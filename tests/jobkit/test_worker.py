@@ -14,7 +14,7 @@ import pytest
 from jobkit.errors import JobCancelled, JobFailed
 from jobkit.models import JobError, JobState
 from jobkit.store import JobStore
-from jobkit.worker import JobContext, classify_exception, execute, load_target
+from jobkit.worker import JobContext, classify_exception, execute, is_out_of_memory, load_target
 from tests.jobkit import sample_jobs
 from tests.jobkit.jobkit_helpers import wait_ready
 
@@ -165,6 +165,17 @@ def test_progress_is_throttled_but_final_value_written(tmp_path: Path) -> None:
     assert got.metrics == {"i": 100_000}
 
 
+def test_a_phase_and_its_metrics_are_written_together_at_once(tmp_path: Path) -> None:
+    store = JobStore(tmp_path / "jobs.db")
+    job = store.create("k", {})
+    ctx = JobContext(store, job.id, {}, tmp_path, logging.getLogger("t"), interval_s=60)
+    ctx.phase("epoch 1/3", total=10, metrics={"epoch": 1})
+    ctx.metrics({"loss": 2.0})  # throttled: pending
+    ctx.phase("epoch 2/3", total=10, metrics={"epoch": 2})  # written at once, with the phase
+    got = store.get(job.id)
+    assert (got.phase, got.metrics["epoch"], got.metrics["loss"]) == ("epoch 2/3", 2, 2.0)
+
+
 def worker_cmd(store: JobStore, job_id: str, target: str) -> list[str]:
     return [
         sys.executable,
@@ -241,3 +252,17 @@ def test_worker_unknown_job_exits_2(store: JobStore) -> None:
         timeout=30,
     )
     assert proc.returncode == 2
+
+
+@pytest.mark.parametrize(
+    ("exc", "oom"),
+    [
+        (MemoryError(), True),
+        (RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate"), True),
+        (RuntimeError("XlaRuntimeError: RESOURCE_EXHAUSTED"), True),
+        (type("ResourceExhaustedError", (Exception,), {})("gpu"), True),
+        (ValueError("shapes do not match"), False),
+    ],
+)
+def test_is_out_of_memory(exc, oom):
+    assert is_out_of_memory(exc) is oom

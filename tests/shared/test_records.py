@@ -1,7 +1,6 @@
 import io
 
 import numpy as np
-import pytest
 import tensorflow as tf
 from PIL import Image
 

@@ -128,13 +128,13 @@ def test_idempotency_key(api: Offline):
     [
         ({"batch_size": 0}, "body.batch_size"),
         ({"width": 6}, "body.width"),
-        ({"levels": [1, -2]}, "body.levels"),
+        ({"levels": [1, -2]}, "body.levels[1]"),
         ({"schedule": "poly"}, "body.schedule"),
         ({"learning_rate": "fast"}, "body.learning_rate"),
         ({"surprise": True}, "body.surprise"),
         # bounded before any worker starts (none of these builds a model)
         ({"width": 1_000_000}, "body.width"),
-        ({"levels": [1_000_000_000]}, "body.levels"),
+        ({"levels": [1_000_000_000]}, "body.levels[0]"),
         ({"levels": [100] * 1000}, "body.levels"),
         ({"width": 512, "levels": [4, 6, 3, 2]}, "body.levels"),
         ({"batch_size": 100_000}, "body.batch_size"),
@@ -300,3 +300,14 @@ def test_model_report_is_closed_form_and_bounded(api: Offline):
     ):
         bad = api.client.get("/v1/model-report", params=params)
         assert problem(bad, 422)["errors"][0]["field"] == field, params
+
+
+def test_the_schema_states_the_bounds_of_every_level(api):
+    from trainer_service.architecture import MAX_LEVELS, MAX_REPEATS
+
+    schemas = api.client.get("/openapi.json").json()["components"]["schemas"]
+    levels = next(
+        s["properties"]["levels"] for s in schemas.values() if "levels" in s.get("properties", {})
+    )
+    assert (levels["minItems"], levels["maxItems"]) == (1, MAX_LEVELS)
+    assert (levels["items"]["minimum"], levels["items"]["maximum"]) == (0, MAX_REPEATS)

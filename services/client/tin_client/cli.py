@@ -156,9 +156,16 @@ def prepare(
     val_per_class: Annotated[int | None, typer.Option(help="Synthetic: val images.")] = None,
     test_images: Annotated[int | None, typer.Option(help="Synthetic: test images.")] = None,
     seed: Annotated[int | None, typer.Option(help="Synthetic: generator seed.")] = None,
+    image_folder: Annotated[
+        bool,
+        typer.Option(
+            help="Also extract the archive as a reorganized tree (train/<wnid>/images, "
+            "val/<wnid>/images, test/images) for folder-per-class loaders."
+        ),
+    ] = False,
     wait: Annotated[bool, typer.Option(help="Follow the job with a progress bar.")] = False,
 ) -> None:
-    """Start a prepare job: archive -> validated, reorganized, sharded TFRecords."""
+    """Start a prepare job: archive -> validated, labelled, sharded TFRecords."""
     chosen = [k for k, v in {"--synthetic": synthetic, "--zip": zip_path, "--folder": folder,
                              "--url": url}.items() if v]  # fmt: skip
     if len(chosen) != 1:
@@ -178,14 +185,18 @@ def prepare(
         source = {"kind": "url"} | ({} if url == "official" else {"url": url})
     if md5 and source["kind"] in ("zip", "url"):
         source["md5"] = md5
+    options = {"image_folder": True} if image_folder else {}
     with _clients(ctx).dataset() as client:
-        job = client.prepare(name, source)
+        job = client.prepare(name, source, **options)
         console.print(f"prepare job {job['id']} {job['state']} (dataset {name})")
         if wait:
             _follow(client, job["id"])
             info = client.dataset(name)
             counts = ", ".join(f"{k} {v['num_records']}" for k, v in info["splits"].items())
             console.print(f"dataset {name} ready: {info['path']} ({counts} records)")
+            tree = info["metadata"]["provenance"].get("image_folder")
+            if tree:
+                console.print(f"ImageFolder tree: {tree}")
 
 
 @app.command()

@@ -167,7 +167,8 @@ class DatasetClient(ServiceClient):
         **options: Any,
     ) -> Job:
         """Start a prepare job (202); ``source`` is ``{"kind": "url"|"zip"|"folder"|"synthetic",
-        ...}``. ``options``: other request fields (``shuffle_seed``, ``skip_bad_images``)."""
+        ...}``. ``options``: other request fields (``shuffle_seed``, ``skip_bad_images``,
+        ``image_folder``)."""
         body = {"name": name, "source": source, **options}
         if shards is not None:
             body["shards"] = shards

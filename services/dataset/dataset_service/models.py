@@ -14,9 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 from dataset_service.config import OFFICIAL_MD5, OFFICIAL_URL
 from dataset_service.synthetic import MAX_CLASSES
 from shard_format.metadata import DatasetMetadata
-from shard_format.schema import SPLITS
+from shard_format.schema import DATASET_NAME_PATTERN, SPLITS
 
-NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 MD5_PATTERN = r"^[0-9a-f]{32}$"
 DEFAULT_NAME = "tiny-imagenet-200"
 
@@ -31,7 +30,7 @@ class _Strict(BaseModel):
 class UrlSource(_Strict):
     """Download the archive over HTTP(S), streaming to disk, then check its MD5."""
 
-    kind: Literal["url"] = "url"
+    kind: Literal["url"]
     url: HttpUrl = Field(HttpUrl(OFFICIAL_URL), description="Where the zip is served.")
     md5: str | None = Field(
         OFFICIAL_MD5,
@@ -77,9 +76,12 @@ class PrepareRequest(_Strict):
     """Body of ``POST /v1/jobs``: turn a tiny-imagenet-200 source into sharded TFRecords."""
 
     name: str = Field(
-        DEFAULT_NAME, pattern=NAME_PATTERN, description="Dataset name: datasets/<name>/."
+        DEFAULT_NAME, pattern=DATASET_NAME_PATTERN, description="Dataset name: datasets/<name>/."
     )
-    source: Source = Field(default_factory=UrlSource)
+    source: Source = Field(
+        default_factory=lambda: UrlSource(kind="url"),
+        description="Where the images come from (default: the official archive by URL).",
+    )
     shards: dict[Split, Annotated[int, Field(ge=1, le=100_000)]] | None = Field(
         None,
         description="Shards per split; splits left out get a count derived from their size.",

@@ -16,6 +16,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from dataset_service.errors import PathOutsideDataRoot
+from jobkit import paths
 
 RAW_DIR = "raw"
 DOWNLOADS_DIR = "downloads"
@@ -59,23 +60,11 @@ def download_file_name(url: str) -> str:
 
 
 def resolve_inside(data_root: Path, client_path: str | Path) -> Path:
-    """Resolve a path a client named (relative to the data root, or absolute) to a real path.
-
-    Symlinks are followed; the result must lie inside the (resolved) data root, otherwise
-    :class:`PathOutsideDataRoot` is raised. The path need not exist.
-    """
-    root = Path(data_root).resolve()
-    text = str(client_path)
-    if not text or "\x00" in text:
-        raise PathOutsideDataRoot(f"path {text!r} is empty or invalid")
-    given = Path(text)
-    candidate = given if given.is_absolute() else root / given
-    resolved = candidate.resolve()
-    if not resolved.is_relative_to(root):
-        raise PathOutsideDataRoot(
-            f"path {text!r} resolves to {resolved}, outside the data root {root}"
-        )
-    return resolved
+    """:func:`jobkit.paths.resolve_inside`, failing as :class:`PathOutsideDataRoot`."""
+    try:
+        return paths.resolve_inside(data_root, client_path)
+    except paths.OutsideRoot as exc:
+        raise PathOutsideDataRoot(str(exc)) from None
 
 
 def relative_to_root(data_root: Path, path: Path) -> str:

@@ -295,8 +295,7 @@ def write_shard(
     reader = _Reader(task.source, task.label)
     re_encoded: list[str] = []
     skipped: list[str] = []
-    framed: list[bytes] = []  # a shard is a few MiB: written in one go
-    digest = hashlib.sha256()
+    framed: list[bytes] = []  # a shard is a few MiB: written (and hashed) in one go
     try:
         with paused_gc():  # no cycles among the records: nothing to collect
             for i, item in enumerate(task.items, start=1):
@@ -312,24 +311,23 @@ def write_shard(
                     if image.re_encoded:
                         re_encoded.append(item.where)
                     data = image.data
-                record = frame(serialize(data, item.label, item.wnid, item.file_name))
-                digest.update(record)
-                framed.append(record)
+                framed.append(frame(serialize(data, item.label, item.wnid, item.file_name)))
                 if report is not None and i % REPORT_EVERY == 0:
                     report(task.file_name, i)
+        num_records = len(framed)
+        content = b"".join(framed)
+        del framed
         with open(tmp, "wb") as f:
-            f.write(b"".join(framed))
+            f.write(content)
             f.flush()
             os.fsync(f.fileno())
-        num_records = len(framed)
-        del framed
         result = ShardResult(
             split=task.split,
             index=task.index,
             file_name=task.file_name,
             num_records=num_records,
-            num_bytes=tmp.stat().st_size,
-            sha256=digest.hexdigest(),
+            num_bytes=len(content),
+            sha256=hashlib.sha256(content).hexdigest(),
             key=task.key(),
             re_encoded=re_encoded,
             skipped=skipped,

@@ -365,15 +365,27 @@ class JobStore:
         )
 
     def set_phase(
-        self, job_id: str, phase: str, total: int | None = None, unit: str = "items"
+        self,
+        job_id: str,
+        phase: str,
+        total: int | None = None,
+        unit: str = "items",
+        metrics: dict[str, Any] | None = None,
     ) -> None:
-        """Start a phase: sets the name, resets done to 0 and restarts the rate/ETA clock."""
-        self._update(
-            job_id,
-            "phase = ?, total = ?, unit = ?, done = 0, rate = NULL, eta_s = NULL,"
-            " phase_started_at = ?, rate_since = NULL, rate_base = NULL",
-            [phase, total, unit, time.time()],
-        )
+        """Start a phase: sets the name, resets done to 0 and restarts the rate/ETA clock.
+
+        ``metrics`` are merged in the same transaction, so no reader sees the new phase with
+        the previous phase's metrics (e.g. "epoch 2/3" beside ``epoch: 1``).
+        """
+        with self._transaction() as conn:
+            conn.execute(
+                "UPDATE jobs SET phase = ?, total = ?, unit = ?, done = 0, rate = NULL,"
+                " eta_s = NULL, phase_started_at = ?, rate_since = NULL, rate_base = NULL,"
+                " updated_at = ? WHERE id = ?",
+                [phase, total, unit, time.time(), time.time(), job_id],
+            )
+            if metrics:
+                self._merge_metrics(conn, job_id, metrics)
 
     def set_progress(self, job_id: str, done: int, total: int | None = None) -> None:
         """Record ``done`` (and ``total`` if given), with the rate and ETA.
@@ -411,14 +423,18 @@ class JobStore:
     def set_metrics(self, job_id: str, metrics: dict[str, Any]) -> None:
         """Merge ``metrics`` into the job's latest metrics (given keys overwrite)."""
         with self._transaction() as conn:
-            row = conn.execute("SELECT metrics FROM jobs WHERE id = ?", [job_id]).fetchone()
-            if row is None:
-                return
-            merged = {**json.loads(row["metrics"]), **metrics}
-            conn.execute(
-                "UPDATE jobs SET metrics = ?, updated_at = ? WHERE id = ?",
-                [json.dumps(merged, ensure_ascii=False), time.time(), job_id],
-            )
+            self._merge_metrics(conn, job_id, metrics)
+
+    @staticmethod
+    def _merge_metrics(conn: sqlite3.Connection, job_id: str, metrics: dict[str, Any]) -> None:
+        row = conn.execute("SELECT metrics FROM jobs WHERE id = ?", [job_id]).fetchone()
+        if row is None:
+            return
+        merged = {**json.loads(row["metrics"]), **metrics}
+        conn.execute(
+            "UPDATE jobs SET metrics = ?, updated_at = ? WHERE id = ?",
+            [json.dumps(merged, ensure_ascii=False), time.time(), job_id],
+        )
 
     def set_result(self, job_id: str, result: dict[str, Any]) -> None:
         """Set (replace) what the job produced."""

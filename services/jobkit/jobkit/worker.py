@@ -42,7 +42,7 @@ EXIT_CODES = {
     JobState.CANCELLED: 3,
     JobState.INTERRUPTED: 3,
 }
-_OOM_MESSAGE = re.compile(r"out of memory|\bOOM\b", re.IGNORECASE)
+_OOM_MESSAGE = re.compile(r"RESOURCE_EXHAUSTED|out of memory|\bOOM\b", re.IGNORECASE)
 
 JobFunction = Callable[["JobContext"], None]
 
@@ -79,11 +79,21 @@ class JobContext:
 
     # -- reporting -------------------------------------------------------------------------
 
-    def phase(self, name: str, total: int | None = None, unit: str = "items") -> None:
-        """Start a named phase (e.g. "download", "write", "epoch 3"); resets progress to 0."""
+    def phase(
+        self,
+        name: str,
+        total: int | None = None,
+        unit: str = "items",
+        metrics: dict[str, Any] | None = None,
+    ) -> None:
+        """Start a named phase (e.g. "download", "write", "epoch 3"); resets progress to 0.
+
+        ``metrics`` are written with the phase, at once (not throttled): what the phase's
+        name says and what the metrics say change together.
+        """
         self.flush()
         self._total = total
-        self._store.set_phase(self.job_id, name, total, unit)
+        self._store.set_phase(self.job_id, name, total, unit, metrics)
         self.log.info("phase %s%s", name, f" ({total} {unit})" if total is not None else "")
 
     def progress(self, done: int, total: int | None = None) -> None:
@@ -150,6 +160,15 @@ def load_target(target: str) -> JobFunction:
     return obj
 
 
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` says the process or an accelerator ran out of memory (Python, TF, XLA)."""
+    return (
+        isinstance(exc, MemoryError)
+        or "ResourceExhausted" in type(exc).__name__
+        or _OOM_MESSAGE.search(str(exc)) is not None
+    )
+
+
 def classify_exception(exc: BaseException) -> JobError:
     """The ``JobError`` recorded for an exception a job function raised."""
     if isinstance(exc, JobFailed):
@@ -157,7 +176,7 @@ def classify_exception(exc: BaseException) -> JobError:
     name = type(exc).__name__
     text = str(exc)
     message = f"{name}: {text}" if text else name
-    if isinstance(exc, MemoryError) or "ResourceExhausted" in name or _OOM_MESSAGE.search(text):
+    if is_out_of_memory(exc):
         return JobError(type="out_of_memory", message=message)
     return JobError(type="failed", message=message)
 

@@ -12,11 +12,12 @@ from typing import Any
 
 from jobkit.errors import JobStateConflict
 from jobkit.models import JobPublic, JobState
+from jobkit.paths import OutsideRoot, resolve_inside
 from jobkit.runner import JobRunner
 from jobkit.store import JobStore
-from shard_format.metadata import SchemaVersionError, load_metadata
-from shard_format.schema import TRAIN, VAL, dataset_dir
+from shard_format.schema import TRAIN
 from trainer_service.architecture import check_shape
+from trainer_service.datasets import DatasetUnusable, usable_dataset
 from trainer_service.models import CheckpointInfo, RunPublic, TrainingStatus
 from trainer_service.training import checkpoints
 from trainer_service.training.config import TrainConfig
@@ -37,42 +38,21 @@ class InvalidRunRequest(ValueError):
 
 
 def check_dataset(data_root: Path, name: str):
-    """The dataset must be prepared, of this schema version, with labeled train and val splits.
-    Returns its metadata."""
-    folder = dataset_dir(data_root, name)
+    """The dataset's metadata, if a run can train on it (:func:`usable_dataset`)."""
     try:
-        metadata = load_metadata(folder)
-    except FileNotFoundError:
-        raise InvalidRunRequest(
-            "body.dataset",
-            f"no prepared dataset {name!r} (absent, or still being written)",
-            "dataset-not-found",
-        ) from None
-    except SchemaVersionError as exc:
-        raise InvalidRunRequest(
-            "body.dataset", f"{name!r}: {exc}", "dataset-schema-version"
-        ) from None
-    except ValueError as exc:  # unreadable JSON or metadata
-        raise InvalidRunRequest(
-            "body.dataset", f"{name!r} has unreadable metadata: {exc}", "dataset-unusable"
-        ) from None
-    for split in (TRAIN, VAL):
-        info = metadata.splits.get(split)
-        if info is None or not info.labeled or info.num_records == 0:
-            raise InvalidRunRequest(
-                "body.dataset", f"{name!r} has no labeled {split} split", "dataset-unusable"
-            )
-    return metadata
+        return usable_dataset(data_root, name)[1]
+    except DatasetUnusable as exc:
+        raise InvalidRunRequest("body.dataset", exc.message, exc.slug) from None
 
 
 def check_init_checkpoint(data_root: Path, relative: str | None) -> None:
     """``init_checkpoint`` must be an existing file inside the data root."""
     if relative is None:
         return
-    root = Path(data_root).resolve()
-    path = (root / relative).resolve()
-    if not path.is_relative_to(root):
-        raise InvalidRunRequest("body.init_checkpoint", f"{relative!r} is outside the data root")
+    try:
+        path = resolve_inside(data_root, relative)
+    except OutsideRoot as exc:
+        raise InvalidRunRequest("body.init_checkpoint", str(exc)) from None
     if not path.is_file():
         raise InvalidRunRequest(
             "body.init_checkpoint", f"no checkpoint file {relative!r} under the data root"

@@ -175,15 +175,3 @@ def test_out_of_memory_is_reported_as_such(data_root, tmp_path, monkeypatch):
         loop.train(tiny_config(batch_size=16), tmp_path / "run", data_root)
     assert info.value.type == "out_of_memory"
     assert "out of memory" in info.value.message and "batch_size 16" in info.value.message
-
-
-@pytest.mark.parametrize(
-    ("exc", "oom"),
-    [
-        (MemoryError(), True),
-        (RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate"), True),
-        (ValueError("shapes do not match"), False),
-    ],
-)
-def test_is_out_of_memory(exc, oom):
-    assert loop.is_out_of_memory(exc) is oom

@@ -8,11 +8,12 @@ from fastapi import APIRouter, Path
 
 from dataset_service.api.deps import SettingsDep
 from dataset_service.datasets import get_dataset, list_datasets
-from dataset_service.models import NAME_PATTERN, DatasetDetail, DatasetList
+from dataset_service.models import DatasetDetail, DatasetList
 from jobkit.problems import PROBLEM_JSON, ProblemError, problem_type
+from shard_format.schema import DATASET_NAME_PATTERN
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
-Name = Annotated[str, Path(pattern=NAME_PATTERN)]
+Name = Annotated[str, Path(pattern=DATASET_NAME_PATTERN)]
 
 
 @router.get("", response_model=DatasetList, summary="Prepared datasets and their split counts")

@@ -36,8 +36,14 @@ class LocalContext:
         self.metrics_seen: dict[str, Any] = {}
         self._stop = False
 
-    def phase(self, name: str, total: int | None = None, unit: str = "items") -> None:
-        pass
+    def phase(
+        self,
+        name: str,
+        total: int | None = None,
+        unit: str = "items",
+        metrics: dict[str, Any] | None = None,
+    ) -> None:
+        self.metrics_seen.update(metrics or {})
 
     def progress(self, done: int, total: int | None = None) -> None:
         pass
@@ -207,15 +213,17 @@ class ProgressReporter(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
         s = self.state
-        self.ctx.phase(f"epoch {epoch + 1}/{s.epochs}", total=s.steps_per_epoch, unit="batches")
-        self.ctx.metrics(
-            {
+        self.ctx.phase(
+            f"epoch {epoch + 1}/{s.epochs}",
+            total=s.steps_per_epoch,
+            unit="batches",
+            metrics={  # with the phase, in one write: the status never shows them apart
                 "epoch": epoch + 1,
                 "epochs": s.epochs,
                 "step": 0,
                 "steps_per_epoch": s.steps_per_epoch,
                 "learning_rate": s.epoch_learning_rate,
-            }
+            },
         )
         self._last = time.monotonic()
 

@@ -9,13 +9,16 @@ field, which the API turns into a 422 naming that field.
 from __future__ import annotations
 
 from pathlib import PurePosixPath
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from shard_format.schema import DATASET_NAME_PATTERN
 
 # Keras-free: the API process validates configs without importing Keras (or TensorFlow).
 from trainer_service.architecture import (
     MAX_LEVELS,
+    MAX_REPEATS,
     check_levels,
     check_shape,
     resolve_width,
@@ -28,7 +31,6 @@ from trainer_service.architecture import (
 #: the penalty dominate the cross-entropy and the network cannot fit.
 DEFAULT_WEIGHT_DECAY = 2.5e-4
 
-DATASET_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 _CHECKPOINT_SUFFIX = ".keras"
 
 
@@ -53,7 +55,7 @@ class TrainConfig(BaseModel):
         "full",
         description='Filters of the first level: "full" (64), "half" (32) or a multiple of 4.',
     )
-    levels: list[int] = Field(
+    levels: list[Annotated[int, Field(ge=0, le=MAX_REPEATS)]] = Field(
         default_factory=lambda: [4, 6, 3, 2],
         min_length=1,
         max_length=MAX_LEVELS,

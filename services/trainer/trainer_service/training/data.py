@@ -10,31 +10,18 @@ import math
 from pathlib import Path
 
 from jobkit.errors import JobFailed
-from shard_format.metadata import DatasetMetadata, SchemaVersionError, load_metadata
-from shard_format.schema import FILE_NAME, IMAGE, TEST, TRAIN, VAL, dataset_dir
+from shard_format.metadata import DatasetMetadata
+from shard_format.schema import FILE_NAME, IMAGE, TEST, TRAIN, VAL
+from trainer_service.datasets import DatasetUnusable, usable_dataset
 from trainer_service.training.config import TrainConfig
 
 
 def load_dataset(data_root: Path, name: str) -> tuple[Path, DatasetMetadata]:
-    """The dataset folder and metadata; ``JobFailed(type="invalid_input")`` if unusable.
-
-    The folder is resolved once: the dataset service may publish a new version of the dataset
-    while the run trains (it swaps a symlink), and the run goes on reading the version it began
-    with.
-    """
-    folder = dataset_dir(data_root, name)
-    folder = folder.resolve() if folder.exists() else folder
+    """:func:`trainer_service.datasets.usable_dataset`, failing the run as invalid input."""
     try:
-        metadata = load_metadata(folder)
-    except FileNotFoundError:
-        where = folder.relative_to(data_root) if folder.is_relative_to(data_root) else name
-        raise JobFailed(f"no prepared dataset {name!r} at {where}", "invalid_input") from None
-    except SchemaVersionError as exc:
-        raise JobFailed(f"dataset {name!r}: {exc}", "invalid_input") from None
-    for split in (TRAIN, VAL):
-        if split not in metadata.splits or not metadata.split(split).labeled:
-            raise JobFailed(f"dataset {name!r} has no labeled {split} split", "invalid_input")
-    return folder, metadata
+        return usable_dataset(data_root, name)
+    except DatasetUnusable as exc:
+        raise JobFailed(exc.message, "invalid_input") from None
 
 
 def _cache(config: TrainConfig, limited: bool) -> bool | None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,8 @@ import numpy as np
 
 from jobkit.errors import JobFailed
 from jobkit.files import atomic_write_json
+from jobkit.paths import OutsideRoot, resolve_inside
+from jobkit.worker import is_out_of_memory
 from shard_format.preprocess import Preprocess
 from trainer_service.model.resnet import build_resnet
 from trainer_service.training import checkpoints
@@ -50,9 +51,6 @@ from trainer_service.training.files import RunPaths, atomic_save_model
 from trainer_service.training.history import read_history, truncate_history
 from trainer_service.training.runtime import Runtime, resolve_runtime
 from trainer_service.training.schedule import schedule_for
-
-_OOM = re.compile(r"RESOURCE_EXHAUSTED|out of memory|\bOOM\b", re.IGNORECASE)
-
 
 # -- model -----------------------------------------------------------------------------------
 
@@ -154,9 +152,11 @@ def restore(
 
 def warm_start(model: keras.Model, data_root: Path, relative: str) -> dict[str, Any]:
     """Copy the weights of the ``init_checkpoint`` (a .keras file under the data root)."""
-    root = Path(data_root).resolve()
-    path = (root / relative).resolve()
-    if not path.is_relative_to(root) or not path.is_file():
+    try:
+        path = resolve_inside(data_root, relative)
+    except OutsideRoot:
+        path = None
+    if path is None or not path.is_file():
         raise JobFailed(
             f"init_checkpoint {relative!r}: no such file in the data root", "invalid_input"
         )
@@ -171,14 +171,6 @@ def warm_start(model: keras.Model, data_root: Path, relative: str) -> dict[str, 
 
 
 # -- the run ---------------------------------------------------------------------------------
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    return (
-        isinstance(exc, MemoryError)
-        or "ResourceExhausted" in type(exc).__name__
-        or _OOM.search(str(exc)) is not None
-    )
 
 
 def _first_line(text: str, limit: int = 300) -> str:
