@@ -129,7 +129,9 @@ def test_cancel_running_job_kills_its_children(store: JobStore, make_runner) -> 
     worker_pid = running.pid
 
     cancelling = runner.cancel(job.id)
-    assert cancelling.state == JobState.RUNNING and cancelling.cancel_requested
+    # Still stopping, or (a loaded machine may run the worker first) already stopped.
+    assert cancelling.cancel_requested
+    assert cancelling.state in (JobState.RUNNING, JobState.CANCELLED)
     done = wait_terminal(store, job.id)
     assert done.state == JobState.CANCELLED
     assert done.error.type == "cancelled"

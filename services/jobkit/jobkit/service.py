@@ -143,8 +143,8 @@ _PUBLIC = {"/healthz", "/readyz"}
 
 def problem_openapi(app: FastAPI) -> dict:
     """The OpenAPI document as the service answers: every 4xx/5xx is ``application/problem+json``
-    (FastAPI would say ``application/json`` for its 422s), 401 on every route behind the token
-    and 415 on every route that takes a body."""
+    (FastAPI would say ``application/json`` for its 422s), 401 on every route behind the token,
+    and 400 (a body that does not parse), 415 and 422 on every route that takes a body."""
     if app.openapi_schema:
         return app.openapi_schema
     schema = get_openapi(
@@ -161,6 +161,7 @@ def problem_openapi(app: FastAPI) -> dict:
             if path not in _PUBLIC:
                 responses.setdefault("401", {"description": "Missing or wrong bearer token"})
             if "requestBody" in operation:
+                responses.setdefault("400", {"description": "The body does not parse as JSON"})
                 responses.setdefault("415", {"description": "The body is not JSON"})
                 responses.setdefault("422", {"description": "Invalid request"})
             for code, response in responses.items():
