@@ -29,7 +29,7 @@ TENSORBOARD = "tensorboard==2.21.0"
 TRAINER = ["./shared[tf]", "./services/jobkit", "./services/trainer"]
 #: lock name -> (what it resolves, the lock whose pins it leaves out because it is installed too)
 IMAGES: dict[str, tuple[list[str], str | None]] = {
-    "dataset.lock": (["./shared[tf,write]", "./services/jobkit", "./services/dataset"], None),
+    "dataset.lock": (["./shared[tf]", "./services/jobkit", "./services/dataset"], None),
     "trainer.lock": (TRAINER, None),
     "trainer-cuda.lock": ([*TRAINER[:-1], "./services/trainer[cuda]"], "trainer.lock"),
     "tensorboard.lock": ([TENSORBOARD], None),

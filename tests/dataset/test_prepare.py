@@ -183,11 +183,11 @@ _SLOW_PREPARE = """
 import sys, time
 from pathlib import Path
 import dataset_service.writer as writer
-real = writer.to_rgb_jpeg
-def slow(data, where):
+real = writer.serialize  # called once per record
+def slow(*args):
     time.sleep(0.03)
-    return real(data, where)
-writer.to_rgb_jpeg = slow
+    return real(*args)
+writer.serialize = slow
 from dataset_service.models import PrepareRequest
 from dataset_service.prepare import prepare
 from tests.dataset.support import SMALL, make_settings
