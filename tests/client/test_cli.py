@@ -30,6 +30,10 @@ def tin(live: Live, *args: str, timeout: float = 300) -> subprocess.CompletedPro
     return subprocess.run([TIN, *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def _interruptible() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Terminal:
     """``tin`` on a pseudo-terminal, 120 columns, its screen output collected."""
 
@@ -38,7 +42,15 @@ class Terminal:
         env = {**os.environ, **live.cli_env(), "TERM": "xterm-256color", "COLUMNS": "120"}
         env.pop("NO_COLOR", None)
         self.process = subprocess.Popen(
-            [TIN, *args], stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True
+            [TIN, *args],
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            env=env,
+            close_fds=True,
+            # As at a terminal: Ctrl-C interrupts, even when these tests run under a shell that
+            # started them in the background (which ignores SIGINT, and children inherit that).
+            preexec_fn=_interruptible,
         )
         os.close(slave)
         self.output = ""
