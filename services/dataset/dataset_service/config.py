@@ -30,7 +30,7 @@ class Settings(ServiceSettings):
         8 * 1024**2,
         gt=0,
         description="Shard size aimed at when the count is not given (8 MiB: the real train "
-        "split gets 25 shards, enough for every writer process and for parallel reads).",
+        "split gets 23 shards, enough for every writer process and for parallel reads).",
     )
 
 
