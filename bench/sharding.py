@@ -292,6 +292,14 @@ def _mem(runs: list[dict], key: str) -> Stats:
     return Stats.of(mib(r[key]) for r in runs)
 
 
+#: The memory columns of every table, and their cells.
+MEM_HEADERS = ("peak RSS, all processes (MiB)", "peak RSS, largest process (MiB)")
+
+
+def _mem_cells(runs: list[dict]) -> list[str]:
+    return [_mem(runs, "peak_tree_rss").fmt(",.0f"), _mem(runs, "peak_proc_rss").fmt(",.0f")]
+
+
 def _seconds(runs: list[dict]) -> Stats:
     return Stats.of(r["seconds"] for r in runs)
 
@@ -315,8 +323,7 @@ def render_anchor(anchor: dict[str, dict[str, list[dict]]], info: RunInfo) -> li
                         f"{runs[method][0]['images']:,}",
                         _seconds(runs[method]).fmt(".2f"),
                         _rate(runs[method]).fmt(",.0f"),
-                        _mem(runs[method], "peak_tree_rss").fmt(",.0f"),
-                        _mem(runs[method], "peak_proc_rss").fmt(",.0f"),
+                        *_mem_cells(runs[method]),
                     ]
                 )
     out.append(
@@ -327,8 +334,7 @@ def render_anchor(anchor: dict[str, dict[str, list[dict]]], info: RunInfo) -> li
                 "images",
                 "seconds",
                 "images/s",
-                "peak RSS, all processes (MiB)",
-                "peak RSS, largest process (MiB)",
+                *MEM_HEADERS,
             ],
             rows,
         )
@@ -403,8 +409,7 @@ def render(data: WorkData, results: dict[str, Any], info: RunInfo, batch_size: i
                 _rate(runs).fmt(",.0f"),
                 _per_image(runs).fmt(",.0f"),
                 Stats.of(mib(r["bytes"]) for r in runs).fmt(",.1f"),
-                _mem(runs, "peak_tree_rss").fmt(",.0f"),
-                _mem(runs, "peak_proc_rss").fmt(",.0f"),
+                *_mem_cells(runs),
             ]
         )
     out.append(
@@ -416,8 +421,7 @@ def render(data: WorkData, results: dict[str, Any], info: RunInfo, batch_size: i
                 "images/s",
                 "bytes/image",
                 "shards MiB",
-                "peak RSS, all processes (MiB)",
-                "peak RSS, largest process (MiB)",
+                *MEM_HEADERS,
             ],
             rows,
         )
@@ -449,8 +453,7 @@ def render(data: WorkData, results: dict[str, Any], info: RunInfo, batch_size: i
                 f"{runs[0]['images']:,}",
                 Stats.of(r["seconds"] for r in runs).fmt(".1f"),
                 _rate(runs).fmt(",.0f"),
-                _mem(runs, "peak_tree_rss").fmt(",.0f"),
-                _mem(runs, "peak_proc_rss").fmt(",.0f"),
+                *_mem_cells(runs),
             ]
         )
     out.append(
@@ -460,8 +463,7 @@ def render(data: WorkData, results: dict[str, Any], info: RunInfo, batch_size: i
                 "images",
                 "seconds",
                 "images/s",
-                "peak RSS, all processes (MiB)",
-                "peak RSS, largest process (MiB)",
+                *MEM_HEADERS,
             ],
             rows,
         )
