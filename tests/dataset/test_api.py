@@ -348,7 +348,7 @@ def test_orphaned_job_is_interrupted_at_startup_and_resumed_by_posting_again(dat
     for victim in shards[:2]:
         victim.unlink()
     # Its job record says running, but the worker process is gone.
-    store = JobStore(settings.jobs_db, kinds=["prepare"])
+    store = JobStore(settings.jobs_db)
     old = store.create("prepare", request.model_dump(mode="json"), resource_key="dataset:resume")
     dead = subprocess.Popen(["true"])
     dead.wait()

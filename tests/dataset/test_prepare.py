@@ -13,9 +13,9 @@ from dataset_service.errors import BadImage, LayoutError, ShardCountError
 from dataset_service.models import PrepareRequest
 from dataset_service.prepare import prepare, result_of, run_prepare
 from dataset_service.publish import staging_dir
-from dataset_service.reporting import LogReporter
 from dataset_service.writer import STATE_DIR
 from jobkit.errors import JobFailed
+from jobkit.worker import LocalContext
 from shard_format.metadata import load_metadata
 from shard_format.schema import METADATA_FILE, dataset_dir
 from tests.conftest import REPO_ROOT
@@ -77,7 +77,7 @@ def test_rerun_reuses_every_shard_and_gives_the_same_dataset(reference, data_roo
     prepare(request, settings)
     folder = dataset_dir(data_root, request.name)
     first = metadata_without_time(folder)
-    reporter = LogReporter()
+    reporter = LocalContext()
     prepare(request, settings, reporter)
     assert reporter.latest_metrics["shards_reused"] == reporter.latest_metrics["shards_total"]
     assert "generate" not in reporter.phases
@@ -156,7 +156,7 @@ def test_a_failed_re_prepare_leaves_the_good_dataset_as_it_was(data_root):
 
 
 def test_too_many_shards_fail_in_the_plan_phase(data_root):
-    reporter = LogReporter()
+    reporter = LocalContext()
     with pytest.raises(ShardCountError):
         prepare(
             PrepareRequest(name="p", source=SYNTHETIC, shards={"train": 1000}),
@@ -234,7 +234,7 @@ def test_killed_mid_write_then_rerun_keeps_complete_shards_and_equals_an_uninter
     assert not (staging / METADATA_FILE).exists() and not folder.exists()
     inodes = {n: (staging / n).stat().st_ino for n in complete}
 
-    reporter = LogReporter()
+    reporter = LocalContext()
     prepare(PrepareRequest(source=SYNTHETIC), make_settings(data_root), reporter)
     assert reporter.latest_metrics["shards_reused"] >= len(complete)
     assert {n: (folder / n).stat().st_ino for n in complete} == inodes  # kept, not rewritten
@@ -244,7 +244,7 @@ def test_killed_mid_write_then_rerun_keeps_complete_shards_and_equals_an_uninter
     assert not [p for p in folder.iterdir() if ".tmp-" in p.name]
 
 
-class _Ctx(LogReporter):
+class _Ctx(LocalContext):
     def __init__(self, request):
         super().__init__()
         self.request = request
@@ -291,7 +291,7 @@ def _zip_source(pristine_zip, data_root, rel="in/tiny.zip"):
 
 
 def test_a_zip_is_read_in_place_into_the_same_shards(reference, pristine_zip, data_root):
-    reporter = LogReporter()
+    reporter = LocalContext()
     settings = make_settings(data_root)
     metadata = prepare(
         PrepareRequest(source=_zip_source(pristine_zip, data_root)), settings, reporter
@@ -315,7 +315,7 @@ def test_an_image_folder_is_made_once_per_archive_on_request(reference, pristine
     tree = data_root / folder
     assert {p.name for p in (tree / "val").iterdir()} == {*first.wnids(), "val_annotations.txt"}
     assert len(list((tree / "val").glob("n*/images/*.JPEG"))) == SMALL_SPEC.val_total
-    reporter = LogReporter()
+    reporter = LocalContext()
     second = prepare(PrepareRequest(name="b", source=source, image_folder=True), settings, reporter)
     assert "extract" not in reporter.phases and second.provenance.image_folder == folder
     assert len(list((data_root / "raw" / "extracted").iterdir())) == 1

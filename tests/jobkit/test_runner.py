@@ -64,6 +64,20 @@ def test_job_succeeds_with_progress_result_and_log(store: JobStore, make_runner)
     assert runner.log_tail("0123abcd") == ""
 
 
+def test_a_job_of_a_kind_the_runner_has_no_target_for_fails_readably(
+    store: JobStore, make_runner
+) -> None:
+    runner = make_runner()
+    runner.start()
+    stray = store.create("no-such-kind", {})
+    after = store.create("succeed", {"count": 1})
+    runner.wake()
+    failed = wait_terminal(store, stray.id)
+    assert failed.state == JobState.FAILED
+    assert failed.error.message == "no worker target for job kind 'no-such-kind'"
+    assert wait_terminal(store, after.id).state == JobState.SUCCEEDED  # the queue goes on
+
+
 def test_workers_and_their_children_run_at_lower_priority(store: JobStore, make_runner) -> None:
     runner = make_runner(nice=7)
     runner.start()

@@ -127,24 +127,6 @@ def test_fifo_queue_positions(store: JobStore) -> None:
     assert store.count_running() == 1
 
 
-def test_kind_filters_and_scope(tmp_path) -> None:
-    path = tmp_path / "jobs.db"
-    prep = JobStore(path, kinds={"prepare"})
-    train = JobStore(path, kinds={"train"})
-    p = prep.create("prepare", {})
-    t = train.create("train", {})
-    assert prep.get(t.id) is None and train.get(p.id) is None
-    assert [j.id for j in prep.list()] == [p.id]
-    assert train.queue_position(t.id) == 1
-    assert prep.next_queued().id == p.id
-    with pytest.raises(ValueError):
-        prep.create("train", {})
-    everything = JobStore(path)
-    assert {j.id for j in everything.list()} == {p.id, t.id}
-    assert [j.id for j in everything.list(kind="train")] == [t.id]
-    assert everything.next_queued(kinds=["train"]).id == t.id
-
-
 def test_phase_progress_rate_eta(store: JobStore) -> None:
     job = store.create("k", {})
     store.mark_running(job.id, os.getpid())

@@ -42,7 +42,7 @@ class Offline:
 def offline_app(data_root: Path, **settings) -> tuple[TestClient, JobStore]:
     settings = Settings(data_root=data_root, **settings)
     app = create_app(settings)
-    store = JobStore(settings.jobs_db, kinds=["train"])
+    store = JobStore(settings.jobs_db)
     app.state.store = store
     app.state.runner = JobRunner(store, targets={"train": "unused:run"}, log_dir=settings.logs_dir)
     return TestClient(app), store  # no lifespan: the runner never starts a worker

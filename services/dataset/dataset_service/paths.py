@@ -21,7 +21,6 @@ from jobkit import paths
 RAW_DIR = "raw"
 DOWNLOADS_DIR = "downloads"
 EXTRACTED_DIR = "extracted"
-LOCKS_DIR = "locks"
 
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -46,10 +45,6 @@ def extracted_dir(data_root: Path, name: str) -> Path:
 def archive_tree_dir(data_root: Path, md5: str) -> Path:
     """The extracted, reorganized tree of the archive with this MD5 (shared by dataset names)."""
     return extracted_root(data_root) / f"archive-{md5}"
-
-
-def locks_dir(state_dir: Path) -> Path:
-    return Path(state_dir) / LOCKS_DIR
 
 
 def download_file_name(url: str) -> str:

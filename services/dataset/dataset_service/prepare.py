@@ -15,9 +15,7 @@ A prepare that fails before the write phase leaves an existing dataset untouched
 
 from __future__ import annotations
 
-import fcntl
-from collections.abc import Iterator
-from contextlib import contextmanager
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +26,9 @@ from dataset_service.gcpause import paused_gc
 from dataset_service.layout import Layout, validate
 from dataset_service.layout_names import IMAGES_DIR, TEST_DIR, TRAIN_DIR
 from dataset_service.models import PrepareRequest
-from dataset_service.paths import locks_dir, relative_to_root
+from dataset_service.paths import relative_to_root
 from dataset_service.publish import open_staging, publish
 from dataset_service.reorganize import locate_val, reorganize, sorted_val_rel
-from dataset_service.reporting import LogReporter, Reporter
 from dataset_service.source import obtain_tree
 from dataset_service.tfds_meta import (
     import_in_background,
@@ -49,6 +46,7 @@ from dataset_service.writer import (
     shard_count_for,
     write_shards,
 )
+from jobkit.worker import JobContext, LocalContext
 from shard_format.metadata import (
     ClassInfo,
     DatasetMetadata,
@@ -132,22 +130,6 @@ def unmark_ready(out: Path) -> None:
     remove_tfds_metadata(out)
 
 
-@contextmanager
-def dataset_lock(settings: Settings, name: str) -> Iterator[None]:
-    """One prepare per dataset name on this volume (released by the OS if the process dies)."""
-    folder = locks_dir(settings.state_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / f"dataset-{name}.lock", "w") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise PrepareError(f"another prepare of dataset {name!r} is running") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 # ---------------------------------------------------------------------------- metadata
 
 
@@ -197,19 +179,19 @@ def build_metadata(
 
 
 def prepare(
-    request: PrepareRequest, settings: Settings, reporter: Reporter | None = None
+    request: PrepareRequest, settings: Settings, reporter: JobContext | LocalContext | None = None
 ) -> DatasetMetadata:
     """Run the whole pipeline for ``request`` and return the written metadata.
 
     Raises :class:`~dataset_service.errors.PrepareError` subclasses for bad input (messages
     name the file, line or path at fault). Re-running after a crash keeps verified shards.
+    ``reporter`` takes the progress: the job's context, or a :class:`~jobkit.worker.LocalContext`
+    (the default) outside a job. One prepare per dataset name runs at a time: the job store's
+    resource key sees to it.
     """
-    rep: Reporter = reporter or LogReporter()
+    rep = reporter or LocalContext(logging.getLogger(__name__))
     # The writer processes start now: their start-up overlaps the checks and the plan.
-    with (
-        dataset_lock(settings, request.name),
-        WriterPool(default_processes(settings.writer_processes)) as pool,
-    ):
+    with WriterPool(default_processes(settings.writer_processes)) as pool:
         tree, provenance = obtain_tree(
             request.source, request.name, settings, rep, image_folder=request.image_folder
         )

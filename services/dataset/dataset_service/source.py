@@ -54,7 +54,7 @@ from jobkit.files import atomic_write_json
 if TYPE_CHECKING:
     from dataset_service.config import Settings
     from dataset_service.models import Source
-    from dataset_service.reporting import Reporter
+    from jobkit.worker import JobContext, LocalContext
 
 #: Written inside an extracted/generated tree once complete: what it was made from.
 MARKER_FILE = ".source.json"
@@ -324,7 +324,7 @@ def obtain_tree(
     source: Source,
     name: str,
     settings: Settings,
-    reporter: Reporter,
+    reporter: JobContext | LocalContext,
     *,
     image_folder: bool = False,
 ) -> tuple[Tree, dict[str, Any]]:

@@ -6,8 +6,8 @@ app.include_router(
     dependencies=[Depends(require_token)],
 )
 
-@router.post("/v1/datasets", status_code=202)
-def prepare(body: PrepareRequest, idempotency_key: IdempotencyKey = None, ...):
+@router.post("/v1/jobs", status_code=202)
+def start_prepare(body: PrepareRequest, idempotency_key: IdempotencyKey = None, ...):
     job = create_job(store, runner, "prepare", body, idempotency_key, f"dataset:{body.name}")
     return accepted(job, f"/v1/jobs/{job.id}")
 """
@@ -19,9 +19,8 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel
 
-from jobkit.errors import JobkitError
 from jobkit.models import JobList, JobPublic, JobState
-from jobkit.problems import PROBLEM_JSON, ProblemError, problem_for, problem_type
+from jobkit.problems import PROBLEM_JSON, ProblemError, problem_type
 from jobkit.runner import LOG_TAIL_BYTES, JobRunner
 from jobkit.store import JobStore
 
@@ -75,22 +74,36 @@ def create_job(
     """Queue a job for a validated request and wake the runner.
 
     The request is stored as ``model_dump(mode="json")``. Returns the existing job for an
-    idempotent retry. Raises ``ProblemError`` 422 (key reused with another body) or 409
-    (``resource_key`` busy; the problem's ``job_id`` names the job holding it).
+    idempotent retry. The store's ``IdempotencyConflict`` (key reused with another body) and
+    ``ResourceBusy`` (``resource_key`` held by a queued or running job) propagate; the installed
+    problem handlers answer them with a 422 and a 409 naming the job.
     """
     if isinstance(request_model, BaseModel):
         payload = request_model.model_dump(mode="json")
     else:
         payload = dict(request_model)
-    try:
-        job = store.create(
-            kind, payload, idempotency_key=idempotency_key, resource_key=resource_key
-        )
-    except JobkitError as exc:
-        raise problem_for(exc) from exc
+    job = store.create(kind, payload, idempotency_key=idempotency_key, resource_key=resource_key)
     if runner is not None:
         runner.wake()
     return job
+
+
+def require_job(store: JobStore, job_id: str, noun: str = "job") -> JobPublic:
+    """The job, or a 404 problem "<Noun> not found" (type ``<noun>-not-found``, ``<noun>_id``)."""
+    job = store.get(job_id)
+    if job is None:
+        raise ProblemError(
+            404,
+            f"{noun.capitalize()} not found",
+            f"No {noun} with id {job_id!r}",
+            type_=problem_type(f"{noun}-not-found"),
+            **{f"{noun}_id": job_id},
+        )
+    return job
+
+
+def _as_is() -> Callable[[JobPublic], BaseModel]:
+    return lambda job: job
 
 
 def make_jobs_router(
@@ -98,71 +111,66 @@ def make_jobs_router(
     get_store: Callable[..., JobStore],
     get_runner: Callable[..., JobRunner],
     *,
+    presenter: Callable[..., Callable[[JobPublic], BaseModel]] = _as_is,
+    item_model: type[BaseModel] = JobPublic,
+    list_model: type[BaseModel] = JobList,
     tags: list[str] | None = None,
 ) -> APIRouter:
     """Routes to list, read, cancel and tail the logs of jobs under ``/v1/{resource}``.
 
     ``get_store`` / ``get_runner`` are FastAPI dependencies returning the service's store and
-    runner. Attach auth with ``app.include_router(router, dependencies=[...])``.
+    runner. ``presenter`` is a dependency too: it returns the function that turns a job into
+    what the routes answer (an ``item_model``; lists are ``list_model(items=[...])``), so a
+    service can show its jobs its own way (the trainer's runs carry their training status).
+    The noun in paths, problems and summaries is ``resource`` without its plural "s". Attach
+    auth with ``app.include_router(router, dependencies=[...])``.
 
-    - ``GET  /v1/{resource}`` ``?kind=&state=&limit=100``: newest first (``JobList``)
-    - ``GET  /v1/{resource}/{job_id}``: the job (404 problem if unknown)
-    - ``POST /v1/{resource}/{job_id}/cancel``: 202 while it is stopping, 200 once cancelled,
+    - ``GET  /v1/{resource}`` ``?state=&limit=100``: newest first
+    - ``GET  /v1/{resource}/{<noun>_id}``: the job (404 problem if unknown)
+    - ``POST /v1/{resource}/{<noun>_id}/cancel``: 202 while it is stopping, 200 once cancelled,
       409 if it had already finished
-    - ``GET  /v1/{resource}/{job_id}/logs`` ``?tail_bytes=65536``: text/plain log tail
+    - ``GET  /v1/{resource}/{<noun>_id}/logs`` ``?tail_bytes=65536``: text/plain log tail
     """
+    noun = resource.removesuffix("s")
+    key = f"{noun}_id"
     router = APIRouter(prefix=f"/v1/{resource}", tags=list(tags or [resource]))
     Store = Annotated[JobStore, Depends(get_store)]
     Runner = Annotated[JobRunner, Depends(get_runner)]
-    JobId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9]+$")]
+    Present = Annotated[Callable[[JobPublic], BaseModel], Depends(presenter)]
+    JobId = Annotated[str, Path(alias=key, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9]+$")]
     errors: dict[int | str, dict[str, Any]] = {404: _PROBLEM, 409: _PROBLEM}
 
-    def _require(store: JobStore, job_id: str) -> JobPublic:
-        job = store.get(job_id)
-        if job is None:
-            raise ProblemError(
-                404,
-                "Job not found",
-                f"No {resource[:-1] if resource.endswith('s') else resource} with id {job_id!r}",
-                type_=problem_type("job-not-found"),
-                job_id=job_id,
-            )
-        return job
-
-    @router.get("", response_model=JobList, summary=f"List {resource}, newest first")
+    @router.get("", response_model=list_model, summary=f"List {resource}, newest first")
     def list_jobs(
         store: Store,
-        kind: str | None = None,
+        present: Present,
         state: JobState | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    ) -> JobList:
-        return JobList(items=store.list(kind=kind, limit=limit, state=state))
+    ) -> BaseModel:
+        return list_model(items=[present(job) for job in store.list(limit=limit, state=state)])
 
     @router.get(
-        "/{job_id}", response_model=JobPublic, responses=errors, summary="Get one job (poll)"
+        f"/{{{key}}}", response_model=item_model, responses=errors, summary=f"Get one {noun} (poll)"
     )
-    def get_job(store: Store, job_id: JobId) -> JSONResponse:
-        return job_response(_require(store, job_id))
+    def get_job(store: Store, present: Present, job_id: JobId) -> JSONResponse:
+        return job_response(present(require_job(store, job_id, noun)))
 
     @router.post(
-        "/{job_id}/cancel",
-        response_model=JobPublic,
+        f"/{{{key}}}/cancel",
+        response_model=item_model,
         responses={**errors, 202: {"description": "Cancellation under way"}},
-        summary="Cancel a queued or running job",
+        summary=f"Cancel a queued or running {noun} (SIGTERM; SIGKILL after the grace period)",
     )
-    def cancel_job(store: Store, runner: Runner, job_id: JobId) -> JSONResponse:
-        _require(store, job_id)
-        try:
-            job = runner.cancel(job_id)
-        except JobkitError as exc:
-            raise problem_for(exc) from exc
-        return job_response(job, status_code=200 if job.state.terminal else 202)
+    def cancel_job(store: Store, runner: Runner, present: Present, job_id: JobId) -> JSONResponse:
+        require_job(store, job_id, noun)
+        job = runner.cancel(job_id)
+        return job_response(present(job), status_code=200 if job.state.terminal else 202)
 
     @router.get(
-        "/{job_id}/logs",
+        f"/{{{key}}}/logs",
         response_class=PlainTextResponse,
         responses=errors,
-        summary="Tail of the job's log",
+        summary=f"Tail of the {noun}'s log (live while it runs)",
     )
     def job_logs(
         store: Store,
@@ -170,7 +178,7 @@ def make_jobs_router(
         job_id: JobId,
         tail_bytes: Annotated[int, Query(ge=1, le=MAX_LOG_TAIL_BYTES)] = LOG_TAIL_BYTES,
     ) -> PlainTextResponse:
-        _require(store, job_id)
+        require_job(store, job_id, noun)
         return PlainTextResponse(runner.log_tail(job_id, tail_bytes))
 
     return router

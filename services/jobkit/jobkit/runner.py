@@ -151,11 +151,6 @@ class JobRunner:
         self._thread: threading.Thread | None = None
         self._stopping = False
 
-    @property
-    def kinds(self) -> frozenset[str]:
-        """The job kinds this runner starts."""
-        return frozenset(self.targets)
-
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> list[str]:
@@ -166,12 +161,12 @@ class JobRunner:
         if self._thread is not None:
             raise RuntimeError("runner already started")
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        interrupted = self.store.mark_orphans_interrupted(self.kinds)
+        interrupted = self.store.mark_orphans_interrupted()
         for job_id in interrupted:
             logger.warning("job %s was running when the service stopped: interrupted", job_id)
         with self._lock:
             for job in self.store.list(limit=1_000_000, state=JobState.RUNNING):
-                if job.kind in self.kinds and job.pid and job.id not in self._children:
+                if job.pid and job.id not in self._children:
                     # The worker outlived the previous server: watch it until it ends.
                     logger.info("adopting running job %s (pid %s)", job.id, job.pid)
                     self._children[job.id] = _Child(
@@ -312,14 +307,21 @@ class JobRunner:
                 signal_group(child.pid, signal.SIGKILL)
 
     def _dispatch(self) -> None:
-        while self.store.count_running(self.kinds) < self.max_concurrent:
-            job = self.store.next_queued(self.kinds)
+        while self.store.count_running() < self.max_concurrent:
+            job = self.store.next_queued()
             if job is None:
                 return
             self._launch(job)
 
     def _launch(self, job: JobPublic) -> None:
-        target = self.targets[job.kind]
+        target = self.targets.get(job.kind)
+        if target is None:  # a job this service does not run (a database shared by mistake)
+            self.store.finish(
+                job.id,
+                JobState.FAILED,
+                JobError(type="failed", message=f"no worker target for job kind {job.kind!r}"),
+            )
+            return
         log_path = self.log_path(job.id)
         cmd = [
             sys.executable,

@@ -45,7 +45,7 @@ RunnerDep = Annotated[JobRunner, Depends(get_runner)]
 
 def start_runner(app: FastAPI, settings: ServiceSettings, kind: str, target: str) -> None:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    store = JobStore(settings.jobs_db, kinds=[kind])
+    store = JobStore(settings.jobs_db)
     runner = JobRunner(
         store,
         targets={kind: target},

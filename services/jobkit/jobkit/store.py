@@ -115,15 +115,10 @@ def _ts(value: float | None) -> datetime | None:
 
 
 class JobStore:
-    """Jobs in one SQLite file.
+    """Jobs in one SQLite file (one per service: its jobs, of its kinds)."""
 
-    ``kinds`` optionally scopes the store to some job kinds: ``get``/``list``/queue and orphan
-    queries then ignore other kinds, so two services may share one database file safely.
-    """
-
-    def __init__(self, db_path: Path | str, *, kinds: Iterable[str] | None = None) -> None:
+    def __init__(self, db_path: Path | str) -> None:
         self.db_path = Path(db_path)
-        self.kinds: frozenset[str] | None = frozenset(kinds) if kinds is not None else None
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         with self._connect() as conn:
@@ -158,18 +153,6 @@ class JobStore:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
-
-    def _scope(self, kinds: Iterable[str] | None = None) -> tuple[str, list[str]]:
-        """SQL fragment (`` AND kind IN (...)``) restricting to the store scope and ``kinds``."""
-        allowed = set(self.kinds) if self.kinds is not None else None
-        if kinds is not None:
-            allowed = set(kinds) if allowed is None else allowed & set(kinds)
-        if allowed is None:
-            return "", []
-        if not allowed:
-            return " AND 0", []
-        ordered = sorted(allowed)
-        return f" AND kind IN ({','.join('?' * len(ordered))})", ordered
 
     def _update(self, job_id: str, sets: str, params: Iterable[Any], where: str = "") -> bool:
         now = time.time()
@@ -219,20 +202,18 @@ class JobStore:
     def _position(self, conn: sqlite3.Connection, row: sqlite3.Row) -> int | None:
         if row["state"] != JobState.QUEUED:
             return None
-        scope, params = self._scope()
         (count,) = conn.execute(
-            f"SELECT COUNT(*) FROM jobs WHERE state = 'queued' AND queue_seq <= ?{scope}",
-            [row["queue_seq"], *params],
+            "SELECT COUNT(*) FROM jobs WHERE state = 'queued' AND queue_seq <= ?",
+            [row["queue_seq"]],
         ).fetchone()
         return int(count)
 
     def _get(self, conn: sqlite3.Connection, job_id: str) -> JobPublic | None:
-        scope, params = self._scope()
-        row = conn.execute(f"SELECT * FROM jobs WHERE id = ?{scope}", [job_id, *params]).fetchone()
+        row = conn.execute("SELECT * FROM jobs WHERE id = ?", [job_id]).fetchone()
         return None if row is None else self._to_public(row, self._position(conn, row))
 
     def get(self, job_id: str) -> JobPublic | None:
-        """The job, or None if unknown (or outside this store's ``kinds``)."""
+        """The job, or None if unknown."""
         with self._connect() as conn:
             return self._get(conn, job_id)
 
@@ -243,34 +224,27 @@ class JobStore:
             raise JobNotFound(job_id)
         return job
 
-    def list(
-        self, kind: str | None = None, limit: int = 100, *, state: JobState | str | None = None
-    ) -> list[JobPublic]:
-        """Jobs newest first, optionally of one ``kind`` and/or in one ``state``."""
-        scope, params = self._scope([kind] if kind is not None else None)
-        where = "1" + scope
+    def list(self, limit: int = 100, *, state: JobState | str | None = None) -> list[JobPublic]:
+        """Jobs newest first, optionally only those in one ``state``."""
+        where, params = "1", []
         if state is not None:
-            where += " AND state = ?"
-            params.append(str(JobState(state)))
+            where, params = "state = ?", [str(JobState(state))]
         with self._connect() as conn:
             rows = conn.execute(
                 f"SELECT * FROM jobs WHERE {where} ORDER BY created_at DESC, rowid DESC LIMIT ?",
                 [*params, max(0, int(limit))],
             ).fetchall()
-            qscope, qparams = self._scope()
             queued = conn.execute(
-                f"SELECT id FROM jobs WHERE state = 'queued'{qscope} ORDER BY queue_seq", qparams
+                "SELECT id FROM jobs WHERE state = 'queued' ORDER BY queue_seq"
             ).fetchall()
         positions = {r["id"]: i for i, r in enumerate(queued, start=1)}
         return [self._to_public(r, positions.get(r["id"])) for r in rows]
 
-    def next_queued(self, kinds: Iterable[str] | None = None) -> JobPublic | None:
-        """The oldest queued job (FIFO), optionally among ``kinds`` only."""
-        scope, params = self._scope(kinds)
+    def next_queued(self) -> JobPublic | None:
+        """The oldest queued job (FIFO)."""
         with self._connect() as conn:
             row = conn.execute(
-                f"SELECT * FROM jobs WHERE state = 'queued'{scope} ORDER BY queue_seq LIMIT 1",
-                params,
+                "SELECT * FROM jobs WHERE state = 'queued' ORDER BY queue_seq LIMIT 1"
             ).fetchone()
             return None if row is None else self._to_public(row, 1)
 
@@ -279,13 +253,10 @@ class JobStore:
         job = self.get(job_id)
         return None if job is None else job.queue_position
 
-    def count_running(self, kinds: Iterable[str] | None = None) -> int:
-        """How many jobs are in state running (within scope and ``kinds``)."""
-        scope, params = self._scope(kinds)
+    def count_running(self) -> int:
+        """How many jobs are in state running."""
         with self._connect() as conn:
-            (count,) = conn.execute(
-                f"SELECT COUNT(*) FROM jobs WHERE state = 'running'{scope}", params
-            ).fetchone()
+            (count,) = conn.execute("SELECT COUNT(*) FROM jobs WHERE state = 'running'").fetchone()
         return int(count)
 
     # -- creating --------------------------------------------------------------------------
@@ -305,8 +276,6 @@ class JobStore:
         - ``resource_key`` names what the job writes (e.g. ``"dataset:tiny"``); if a queued or
           running job holds the same key, raises ``ResourceBusy(job_id)``.
         """
-        if self.kinds is not None and kind not in self.kinds:
-            raise ValueError(f"kind {kind!r} is outside this store's kinds {sorted(self.kinds)}")
         digest = request_hash(kind, request)
         body = json.dumps(request, sort_keys=True, ensure_ascii=False, allow_nan=False)
         with self._transaction() as conn:
@@ -319,8 +288,7 @@ class JobStore:
                     if row["request_hash"] != digest:
                         raise IdempotencyConflict(idempotency_key, row["id"])
                     existing = self._get(conn, row["id"])
-                    if existing is None:  # exists but outside our kinds: a different request
-                        raise IdempotencyConflict(idempotency_key, row["id"])
+                    assert existing is not None
                     return existing
             if resource_key is not None:
                 self._check_resource_free(conn, resource_key)
@@ -463,16 +431,15 @@ class JobStore:
             job_id, "cancel_requested = 1", [], f" AND state NOT IN {_TERMINAL_SQL}"
         )
 
-    def mark_orphans_interrupted(self, kinds: Iterable[str] | None = None) -> list[str]:
+    def mark_orphans_interrupted(self) -> list[str]:
         """Mark running jobs whose worker process is gone as ``interrupted``; returns their ids.
 
         A pid that exists but belongs to a process created after the job started (pid reuse)
         counts as gone.
         """
-        scope, params = self._scope(kinds)
         with self._connect() as conn:
             rows = conn.execute(
-                f"SELECT id, pid, started_at FROM jobs WHERE state = 'running'{scope}", params
+                "SELECT id, pid, started_at FROM jobs WHERE state = 'running'"
             ).fetchall()
         gone: list[str] = []
         for row in rows:

@@ -1,7 +1,8 @@
 """What runs inside a job's worker process.
 
 The runner starts ``python -m jobkit.worker --db DB --job ID --target module:function``. The
-worker installs a SIGTERM handler (which only sets ``JobContext.should_stop``), calls
+worker installs a SIGTERM handler (which sets ``JobContext.should_stop``; inside a
+``with ctx.interruptible():`` section it also raises ``JobCancelled`` at once), calls
 ``function(ctx)`` and records the final state itself:
 
 - returns normally                       -> succeeded
@@ -19,6 +20,7 @@ Exit status: 0 succeeded, 1 failed, 2 bad arguments or unknown job, 3 cancelled/
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
@@ -27,7 +29,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +49,53 @@ _OOM_MESSAGE = re.compile(r"RESOURCE_EXHAUSTED|out of memory|\bOOM\b", re.IGNORE
 JobFunction = Callable[["JobContext"], None]
 
 
-class JobContext:
+class _StopFlag:
+    """The stop request both contexts share: a flag, and sections a stop interrupts at once."""
+
+    _stop: threading.Event
+
+    @property
+    def should_stop(self) -> bool:
+        """True once the worker got SIGTERM (cancel or shutdown). Stop soon, then return or
+        raise ``JobCancelled`` (the runner SIGKILLs after the grace period)."""
+        return self._stop.is_set()
+
+    def check_stop(self) -> None:
+        """Raise ``JobCancelled`` if a stop was requested."""
+        if self._stop.is_set():
+            raise JobCancelled("stop requested")
+
+    def request_stop(self) -> None:
+        """Set the stop flag (what the SIGTERM handler does)."""
+        self._stop.set()
+
+    @contextlib.contextmanager
+    def interruptible(self) -> Iterator[None]:
+        """A section with nothing to save (imports, building a model): a SIGTERM inside it
+        raises ``JobCancelled`` at once instead of waiting for the next ``check_stop``.
+
+        Only the main thread receives signals; elsewhere (a job run in a test thread) the
+        section checks the flag on entry and exit only.
+        """
+        self.check_stop()
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.getsignal(signal.SIGTERM) if main else None
+
+        def stop_now(signum, frame):
+            self._stop.set()
+            raise JobCancelled("stop requested")
+
+        if main:
+            signal.signal(signal.SIGTERM, stop_now)
+        try:
+            yield
+        finally:
+            if main:
+                signal.signal(signal.SIGTERM, previous)
+        self.check_stop()
+
+
+class JobContext(_StopFlag):
     """Handed to the job function: the request, progress/metrics/result reporting, stop flag.
 
     Progress and metrics writes are throttled to one every ``PROGRESS_INTERVAL_S``; the last
@@ -129,22 +177,48 @@ class JobContext:
         if force or time.monotonic() - self._last_write >= self._interval:
             self.flush()
 
-    # -- stopping --------------------------------------------------------------------------
 
-    @property
-    def should_stop(self) -> bool:
-        """True once the worker got SIGTERM (cancel or shutdown). Stop soon, then return or
-        raise ``JobCancelled`` (the runner SIGKILLs after the grace period)."""
-        return self._stop.is_set()
+class LocalContext(_StopFlag):
+    """The job context outside a job (scripts, benchmarks, tests): the same members as
+    :class:`JobContext`, with phases logged and the latest progress, metrics and result kept
+    in attributes instead of a job database."""
 
-    def check_stop(self) -> None:
-        """Raise ``JobCancelled`` if a stop was requested."""
-        if self._stop.is_set():
-            raise JobCancelled("stop requested")
+    def __init__(self, log: logging.Logger | None = None, request: dict | None = None) -> None:
+        self.job_id = "local"
+        self.request = request or {}
+        self.log = log or logging.getLogger("jobkit.local")
+        self.phases: list[str] = []
+        self.done = 0
+        self.total: int | None = None
+        self.latest_metrics: dict[str, Any] = {}
+        self.latest_result: dict[str, Any] | None = None
+        self._stop = threading.Event()
 
-    def request_stop(self) -> None:
-        """Set the stop flag (what the SIGTERM handler does)."""
-        self._stop.set()
+    def phase(
+        self,
+        name: str,
+        total: int | None = None,
+        unit: str = "items",
+        metrics: dict[str, Any] | None = None,
+    ) -> None:
+        self.phases.append(name)
+        self.done, self.total = 0, total
+        self.latest_metrics.update(metrics or {})
+        self.log.info("phase %s%s", name, f" ({total} {unit})" if total is not None else "")
+
+    def progress(self, done: int, total: int | None = None) -> None:
+        self.done = done
+        if total is not None:
+            self.total = total
+
+    def metrics(self, values: dict[str, Any]) -> None:
+        self.latest_metrics.update(values)
+
+    def result(self, values: dict[str, Any]) -> None:
+        self.latest_result = dict(values)
+
+    def flush(self) -> None:
+        pass
 
 
 def load_target(target: str) -> JobFunction:
@@ -285,6 +359,7 @@ __all__ = [
     "JobCancelled",
     "JobContext",
     "JobFailed",
+    "LocalContext",
     "classify_exception",
     "execute",
     "load_target",

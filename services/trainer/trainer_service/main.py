@@ -28,7 +28,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Trains the bottleneck ResNet on prepared Tiny ImageNet shards.",
         kind=JOB_KIND,
         target=JOB_TARGET,
-        routers=[runs.router, report.router],
+        routers=[runs.router, runs.jobs_router, report.router],
         folders=lambda s: (runs_root(s.data_root),),
         running_noun="run(s) training",
     )
