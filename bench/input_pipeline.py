@@ -92,7 +92,7 @@ def child_keras(
     import keras
     import tensorflow as tf
 
-    from shard_format.pipeline import preprocess_batch
+    from shard_format.pipeline import flip_generator, preprocess_batch
 
     start = time.perf_counter()
     ds = keras.utils.image_dataset_from_directory(
@@ -107,8 +107,10 @@ def child_keras(
     )
     ds = ds.cache()
     if preprocess == "host":
+        generator = flip_generator(seed)
         ds = ds.map(
-            lambda x, y: (preprocess_batch(x, True, seed), y), num_parallel_calls=tf.data.AUTOTUNE
+            lambda x, y: (preprocess_batch(x, True, generator), y),
+            num_parallel_calls=tf.data.AUTOTUNE,
         )
     ds = ds.prefetch(tf.data.AUTOTUNE)
     setup = time.perf_counter() - start

@@ -2,7 +2,8 @@
 
 Training: parallel interleave over shuffled shards, decode to uint8 (a batch of records at a
 time, then unbatched), cache the decoded images in memory when they fit, shuffle, batch,
-(optionally) preprocess on the host, prefetch; element order need not be deterministic.
+(optionally) preprocess on the host, prefetch; element order need not be deterministic
+(unless asked: ``deterministic=True``).
 Evaluation: the same without shuffling and with deterministic order.
 
 By default batches stay uint8 and preprocessing runs inside the model (``Preprocess`` layer) on
@@ -38,13 +39,26 @@ def fits_in_memory(num_records: int, fraction: float = 0.5) -> bool:
     return num_records * DECODED_IMAGE_BYTES < fraction * available
 
 
-def preprocess_batch(images: tf.Tensor, training: bool, seed: int | None = None) -> tf.Tensor:
+def flip_generator(seed: int | None = None) -> tf.random.Generator:
+    """The random state of a pipeline's host flips: seeded, or from the OS. Made once per
+    pipeline, outside its map function: its state carries across epochs, so every epoch draws
+    new flips (a seeded ``tf.random.uniform`` op restarts its sequence with each iterator)."""
+    if seed is None:
+        return tf.random.Generator.from_non_deterministic_state()
+    return tf.random.Generator.from_seed(seed)
+
+
+def preprocess_batch(
+    images: tf.Tensor, training: bool, generator: tf.random.Generator | None = None
+) -> tf.Tensor:
     """Host-side twin of :class:`shard_format.preprocess.Preprocess` with TF ops, in as few
     passes over the batch as it takes (the host's cores also decode): the flip on the uint8
     images (a quarter of the bytes of the floats), then mean and std per image in the 0..255
-    scale, where ``(x - mean) / max(std, 255 / sqrt(n))`` is the ``[0, 1]`` standardization."""
+    scale, where ``(x - mean) / max(std, 255 / sqrt(n))`` is the ``[0, 1]`` standardization.
+    Training flips draw from ``generator`` (:func:`flip_generator`; TF's global one if None)."""
     if training:
-        flip = tf.random.uniform((tf.shape(images)[0], 1, 1, 1), seed=seed) < 0.5
+        generator = generator or tf.random.get_global_generator()
+        flip = generator.uniform((tf.shape(images)[0], 1, 1, 1)) < 0.5
         images = tf.where(flip, tf.reverse(images, axis=[2]), images)
     x = tf.cast(images, tf.float32)
     centred = x - tf.reduce_mean(x, axis=[-3, -2, -1], keepdims=True)
@@ -63,6 +77,7 @@ def build_dataset(
     preprocess: Literal["device", "host"] = "device",
     seed: int | None = None,
     drop_remainder: bool | None = None,
+    deterministic: bool | None = None,
 ) -> tf.data.Dataset:
     """Batches of ``(images, labels)`` from TFRecord shards.
 
@@ -70,6 +85,8 @@ def build_dataset(
     :func:`fits_in_memory`). With ``preprocess="device"`` images are uint8 [B, 64, 64, 3] and the
     model standardizes and flips them; with ``"host"`` they are standardized float32 here.
     ``drop_remainder`` defaults to ``training`` (static batch shapes for the compiled step).
+    ``deterministic`` (default: not ``training``) keeps the element order of the parallel
+    steps: with a ``seed``, a training pipeline then yields the same batches on every run.
     """
     if not files:
         raise ValueError("no shard files given")
@@ -79,6 +96,7 @@ def build_dataset(
         cache = num_records is not None and fits_in_memory(num_records)
     if drop_remainder is None:
         drop_remainder = training
+    ordered = not training if deterministic is None else deterministic
 
     files = [str(f) for f in files]
     ds = tf.data.Dataset.from_tensor_slices(files)
@@ -88,10 +106,10 @@ def build_dataset(
         tf.data.TFRecordDataset,
         cycle_length=min(len(files), 16),
         num_parallel_calls=AUTOTUNE,
-        deterministic=not training,
+        deterministic=ordered,
     )
     ds = ds.batch(DECODE_BATCH).map(
-        decode_batch, num_parallel_calls=AUTOTUNE, deterministic=not training
+        decode_batch, num_parallel_calls=AUTOTUNE, deterministic=ordered
     )
     ds = ds.unbatch()
     if cache:
@@ -102,18 +120,19 @@ def build_dataset(
         batch_size,
         drop_remainder=drop_remainder,
         num_parallel_calls=AUTOTUNE,
-        deterministic=not training,
+        deterministic=ordered,
     )
     if preprocess == "host":
+        generator = flip_generator(seed)
         ds = ds.map(
-            lambda x, y: (preprocess_batch(x, training, seed), y),
+            lambda x, y: (preprocess_batch(x, training, generator), y),
             num_parallel_calls=AUTOTUNE,
-            deterministic=not training,
+            deterministic=ordered,
         )
     elif preprocess != "device":
         raise ValueError(f"preprocess must be 'device' or 'host', got {preprocess!r}")
     options = tf.data.Options()
-    options.deterministic = not training
+    options.deterministic = ordered
     return ds.with_options(options).prefetch(AUTOTUNE)
 
 

@@ -22,6 +22,7 @@ SAMPLE_KINDS = [
     "ignore_sigterm",
     "graceful",
     "wait_for_stop",
+    "busy_in_setup",
 ]
 TARGETS = {kind: f"tests.jobkit.sample_jobs:{kind}" for kind in SAMPLE_KINDS}
 

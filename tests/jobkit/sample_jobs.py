@@ -106,3 +106,12 @@ def wait_for_stop(ctx: JobContext) -> None:
     _ready(ctx)
     while not ctx.should_stop:
         time.sleep(0.02)
+
+
+def busy_in_setup(ctx: JobContext) -> None:
+    """Busy in code that never polls the stop flag, inside an interruptible section."""
+    with ctx.interruptible():
+        _ready(ctx)
+        for _ in range(600):
+            time.sleep(0.1)
+    ctx.result({"finished": True})

@@ -155,6 +155,23 @@ def test_cancel_running_job_kills_its_children(store: JobStore, make_runner) -> 
         runner.cancel(job.id)
 
 
+def test_cancel_interrupts_an_interruptible_section_at_once(store: JobStore, make_runner) -> None:
+    """Code that never polls (a model build) stops within the grace, by itself: no SIGKILL."""
+    runner = make_runner(cancel_grace_s=60)
+    runner.start()
+    job = store.create("busy_in_setup", {})
+    runner.wake()
+    wait_ready(store, job.id)
+    started = time.monotonic()
+    runner.cancel(job.id)
+    done = wait_terminal(store, job.id, timeout=30)
+    wait_until(store, job.id, lambda _: job.id not in runner.running_job_ids(), timeout=30)
+    assert time.monotonic() - started < 30
+    assert done.state == JobState.CANCELLED and done.result is None
+    log = runner.log_tail(job.id)
+    assert "SIGKILL" not in log and "cancelled (stop requested)" in log
+
+
 def test_leftover_group_processes_are_killed_when_worker_exits(
     store: JobStore, make_runner
 ) -> None:

@@ -1,8 +1,9 @@
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
-from shard_format.pipeline import preprocess_batch
+from shard_format.pipeline import flip_generator, preprocess_batch
 from shard_format.preprocess import Preprocess, random_flip, standardize
 
 
@@ -65,12 +66,32 @@ def test_layer_flips_some_images_in_training_and_draws_anew_each_call():
     assert first != second  # a new draw on the next call (next epoch)
 
 
-def test_host_flip_draws_anew_each_epoch():
+@pytest.mark.parametrize("seed", [None, 7])
+def test_host_flip_draws_anew_each_epoch_even_with_tf_seeded(seed):
+    """Each epoch is a new iterator; the flips must differ between epochs, also after
+    ``keras.utils.set_random_seed`` (which a seeded op once answered with the same flips)."""
+    keras.utils.set_random_seed(0)
     images = tf.constant(_batch(64))
-    ds = tf.data.Dataset.from_tensors(images).map(lambda x: preprocess_batch(x, training=True))
+    generator = flip_generator(seed)
+    ds = tf.data.Dataset.from_tensors(images).map(
+        lambda x: preprocess_batch(x, training=True, generator=generator)
+    )
     epochs = [_flipped(next(iter(ds)).numpy(), images.numpy()) for _ in range(2)]
     assert 10 < sum(epochs[0]) < 54
     assert epochs[0] != epochs[1]
+
+
+def test_host_flips_repeat_with_the_seed():
+    images = tf.constant(_batch(64))
+
+    def flips(seed):
+        generator = flip_generator(seed)
+        ds = tf.data.Dataset.from_tensors(images).map(
+            lambda x: preprocess_batch(x, training=True, generator=generator)
+        )
+        return [_flipped(next(iter(ds)).numpy(), images.numpy()) for _ in range(2)]
+
+    assert flips(3) == flips(3)
 
 
 def test_random_flip_with_int_seed_is_reproducible():

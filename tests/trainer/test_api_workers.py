@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -80,3 +81,20 @@ def test_queue_cancel_with_checkpoint_and_killed_worker(client: TestClient, data
         lambda: (run := get(client, second["id"]))["state"] == "failed" and run, timeout=30
     )
     assert failed["error"]["type"] == "killed" and "SIGKILL" in failed["error"]["message"]
+
+
+def test_a_cancel_during_the_setup_ends_the_run_well_within_the_grace(client: TestClient):
+    """The worker is still importing Keras and TensorFlow (several seconds): the cancel ends it
+    there, by itself, not by the SIGKILL that would come after the 30 s grace."""
+    run = client.post("/v1/runs", json={**TINY, "epochs": 1}).json()
+    wait_for(lambda: get(client, run["id"])["phase"] == "setup", timeout=60, interval=0.02)
+    started = time.monotonic()
+    assert client.post(f"/v1/runs/{run['id']}/cancel").status_code in (200, 202)
+    ended = wait_for(
+        lambda: (r := get(client, run["id"]))["state"] == "cancelled" and r, timeout=60
+    )
+    wait_for(lambda: not group_alive(ended["pid"]), timeout=30)
+    assert time.monotonic() - started < 20
+    assert ended["phase"] == "setup" and ended["result"] is None
+    log = client.get(f"/v1/runs/{run['id']}/logs").text
+    assert "SIGKILL" not in log and "cancelled (stop requested)" in log

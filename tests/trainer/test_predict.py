@@ -26,7 +26,7 @@ def run_with_checkpoint(data_root):
     paths.make()
     atomic_write_json(paths.config, config.model_dump(mode="json"))
     model = loop.build_model(config, TOY_CLASSES)
-    loop.compile_for_eval(model)
+    model.compile(optimizer="sgd", loss=predict.loss(), metrics=predict.metrics())
     model.save(paths.best)
     return paths, model
 

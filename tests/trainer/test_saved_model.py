@@ -11,9 +11,9 @@ import textwrap
 
 import pytest
 
+from jobkit.worker import LocalContext
 from tests.trainer.support import tiny_config
 from trainer_service.training import checkpoints, loop
-from trainer_service.training.callbacks import LocalContext
 from trainer_service.training.files import RunPaths
 
 #: What the README shows, verbatim but for the path.

@@ -28,7 +28,8 @@ def run_training(ctx) -> None:
         raise JobFailed(f"invalid run config: {exc}", "invalid_input") from exc
     paths = RunPaths.for_run(settings.data_root, ctx.job_id)
     ctx.phase("setup")
-    from trainer_service.training.loop import train  # imports Keras and TensorFlow
+    with ctx.interruptible():  # a cancel ends the (slow) imports at once
+        from trainer_service.training.loop import train  # imports Keras and TensorFlow
 
     result = train(config, paths.root, settings.data_root, ctx)
     ctx.result(result)

@@ -24,7 +24,7 @@ SCRIPT = textwrap.dedent(
     import jax, keras
     from tests.trainer.support import tiny_config
     from trainer_service.training import loop
-    from trainer_service.training.callbacks import LocalContext
+    from jobkit.worker import LocalContext
     from trainer_service.training.history import read_history
     from trainer_service.training.files import RunPaths
     from trainer_service.training.runtime import data_parallel

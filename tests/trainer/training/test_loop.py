@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import time
 
 import keras
 import numpy as np
 import pytest
 
-from jobkit.errors import JobFailed
+from jobkit.errors import JobCancelled, JobFailed
+from jobkit.worker import LocalContext
 from tests.trainer.support import (
     TOY_CLASSES,
     TOY_TEST_IMAGES,
@@ -16,8 +20,8 @@ from tests.trainer.support import (
     event_tags,
     tiny_config,
 )
+from trainer_service import predict
 from trainer_service.training import checkpoints, loop
-from trainer_service.training.callbacks import LocalContext
 from trainer_service.training.files import RunPaths
 from trainer_service.training.history import COLUMNS, append_epoch, read_history
 
@@ -45,14 +49,15 @@ def _float32_policy():
 
 
 def test_learns_the_toy_dataset_and_leaves_a_complete_run_folder(data_root, tmp_path):
-    """4 classes (chance 0.25): val accuracy must end far above chance."""
+    """4 classes (chance 0.25): val accuracy must end far above chance. The run is
+    deterministic (seeded, batches in a fixed order), so its outcome is the same every time."""
     config = tiny_config(
-        # 0.02: at 0.05 about 1 run in 5 diverged to chance (training order is not deterministic)
         epochs=4,
         batch_size=8,
         learning_rate=0.02,
         schedule="cosine",
         keep_checkpoints=2,
+        deterministic=True,
     )
     paths = RunPaths(tmp_path / "run")
     ctx = LocalContext()
@@ -89,7 +94,47 @@ def test_learns_the_toy_dataset_and_leaves_a_complete_run_folder(data_root, tmp_
     assert len(lines) == TOY_TEST_IMAGES
     assert [line.split()[0] for line in lines] == [f"test_{i}.JPEG" for i in range(TOY_TEST_IMAGES)]
     assert all(re.fullmatch(r"test_\d+\.JPEG n\d{8}", line) for line in lines)
-    assert ctx.metrics_seen["epoch"] == 4 and ctx.metrics_seen["images_per_s"] > 0
+    assert ctx.latest_metrics["epoch"] == 4 and ctx.latest_metrics["images_per_s"] > 0
+
+
+def test_a_deterministic_run_repeats_bit_for_bit(data_root, tmp_path):
+    config = tiny_config(epochs=2, limit_train_steps=4, limit_val_steps=1, deterministic=True)
+    runs = [RunPaths(tmp_path / name) for name in ("first", "second")]
+    for paths in runs:
+        loop.train(config, paths.root, data_root)
+    models = [keras.models.load_model(paths.model) for paths in runs]
+    assert loop.weights_digest(models[0]) == loop.weights_digest(models[1])
+    losses = [[row["loss"] for row in read_history(paths)] for paths in runs]
+    assert losses[0] == losses[1] and len(losses[0]) == 2
+
+
+def test_a_stop_during_the_model_build_ends_the_run_at_once(data_root, tmp_path, monkeypatch):
+    """SIGTERM while the model is built (code that never polls the stop flag) raises
+    JobCancelled at once, as it does in a job's worker; nothing is trained or saved."""
+    seen = []
+
+    def outside(signum, frame):
+        seen.append(signum)
+
+    previous = signal.signal(signal.SIGTERM, outside)
+    built = loop.build_model
+
+    def slow_build(config, classes):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)  # interrupted by the handler train() installs for the set-up
+        return built(config, classes)
+
+    monkeypatch.setattr(loop, "build_model", slow_build)
+    paths = RunPaths(tmp_path / "run")
+    started = time.monotonic()
+    try:
+        with pytest.raises(JobCancelled):
+            loop.train(tiny_config(epochs=1), paths.root, data_root)
+    finally:
+        after = signal.signal(signal.SIGTERM, previous)
+    assert time.monotonic() - started < 20
+    assert seen == [] and after is outside  # train()'s handler took it, then was taken away
+    assert checkpoints.read_latest(paths) is None and not paths.model.exists()
 
 
 def test_stop_mid_epoch_saves_a_partial_checkpoint_and_resume_redoes_that_epoch_exactly(
@@ -132,7 +177,7 @@ def test_stop_mid_epoch_saves_a_partial_checkpoint_and_resume_redoes_that_epoch_
 
 def test_warm_start_from_a_chosen_checkpoint(data_root, tmp_path):
     source = loop.build_model(tiny_config(), TOY_CLASSES)
-    source.compile(optimizer="adam", loss=loop.loss())
+    source.compile(optimizer="adam", loss=predict.loss())
     path = data_root / "runs" / "elsewhere" / "chosen.keras"
     path.parent.mkdir(parents=True)
     source.save(path)

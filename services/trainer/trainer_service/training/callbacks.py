@@ -1,15 +1,15 @@
-"""Keras callbacks of a run: stop on request, history, checkpoints, progress, TensorBoard.
+"""The run's two Keras callbacks. Each keeps its own state: neither depends on the other, nor
+on their order in the list.
 
-They are used in this order (``model.fit`` calls them in list order), which the checkpoint
-semantics rely on: the history row of an epoch is written before its checkpoint.
+- :class:`StopOnRequest` ends ``fit`` at the next batch once the job is asked to stop.
+- :class:`RunRecorder` writes everything the run folder and the job status show, epoch by
+  epoch, in the order a resume relies on (see :mod:`.checkpoints`).
 
-``ctx`` is the job context (``jobkit.worker.JobContext``) or anything with the same
-``phase/progress/metrics/should_stop/log`` members (:class:`LocalContext` outside a job).
+``ctx`` is the job context: ``jobkit.worker.JobContext``, or ``LocalContext`` outside a job.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from collections.abc import Callable
@@ -23,40 +23,9 @@ from trainer_service.training.files import RunPaths
 from trainer_service.training.history import append_epoch
 
 PROGRESS_INTERVAL_S = 0.5
-#: Keras log keys -> history columns (the metric names are chosen so they are equal).
+#: Keras log keys, which are the history columns too (the metrics are named so).
 TRAIN_KEYS = ("loss", "accuracy", "top5_accuracy")
 VAL_KEYS = ("val_loss", "val_accuracy", "val_top5_accuracy")
-
-
-class LocalContext:
-    """A stand-in for the job context when training outside a job (tests, CLI)."""
-
-    def __init__(self, log: logging.Logger | None = None):
-        self.log = log or logging.getLogger("trainer_service.training")
-        self.metrics_seen: dict[str, Any] = {}
-        self._stop = False
-
-    def phase(
-        self,
-        name: str,
-        total: int | None = None,
-        unit: str = "items",
-        metrics: dict[str, Any] | None = None,
-    ) -> None:
-        self.metrics_seen.update(metrics or {})
-
-    def progress(self, done: int, total: int | None = None) -> None:
-        pass
-
-    def metrics(self, values: dict[str, Any]) -> None:
-        self.metrics_seen.update(values)
-
-    @property
-    def should_stop(self) -> bool:
-        return self._stop
-
-    def request_stop(self) -> None:
-        self._stop = True
 
 
 def to_float(value) -> float | None:
@@ -67,222 +36,160 @@ def to_float(value) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def current_learning_rate(model: keras.Model) -> float | None:
-    """The rate the optimizer applies at its next step (the schedule at ``iterations``)."""
-    return to_float(model.optimizer.learning_rate)
-
-
-class RunState:
-    """What the callbacks share about the epoch in flight (set by :class:`StopOnRequest`)."""
-
-    def __init__(self, epochs: int, steps_per_epoch: int, batch_size: int):
-        self.epochs = epochs
-        self.steps_per_epoch = steps_per_epoch
-        self.batch_size = batch_size
-        self.stopped = False  # a stop was requested and honoured
-        self.partial = False  # ... in the middle of an epoch (that epoch is not recorded)
-        self.epoch_started = 0.0
-        self.train_ended = 0.0
-        self.epoch_learning_rate: float | None = None
-        self.last_epoch_s: float | None = None
+def optimizer_step(model: keras.Model) -> int:
+    return int(keras.ops.convert_to_numpy(model.optimizer.iterations))
 
 
 class StopOnRequest(keras.callbacks.Callback):
-    """Stops training at the next batch once ``should_stop()`` is true (SIGTERM in the worker).
+    """Sets ``model.stop_training`` at the first batch end after ``should_stop()`` turns true
+    (SIGTERM in the worker). An epoch cut short is not validated: it will not be recorded."""
 
-    Keras then runs the epoch end; the history and checkpoint callbacks see ``state.partial``
-    and save a partial checkpoint instead of recording the epoch.
-    """
-
-    def __init__(self, should_stop: Callable[[], bool], state: RunState):
+    def __init__(self, should_stop: Callable[[], bool], steps_per_epoch: int):
         super().__init__()
         self.should_stop = should_stop
-        self.state = state
+        self.steps_per_epoch = steps_per_epoch
+        self.mid_epoch = False
 
     def on_train_batch_end(self, batch, logs=None):
-        if not self.state.stopped and self.should_stop():
+        if not self.model.stop_training and self.should_stop():
             self.model.stop_training = True
-            self.state.stopped = True
-            self.state.partial = batch + 1 < self.state.steps_per_epoch
+            self.mid_epoch = batch + 1 < self.steps_per_epoch
 
     def on_test_batch_end(self, batch, logs=None):
-        if self.state.partial:  # the epoch is not recorded: no need to validate it
+        if self.mid_epoch:
             self.model.stop_evaluating = True
 
 
-class EpochTimer(keras.callbacks.Callback):
-    """Times the epoch (train part and total) and notes the learning rate it starts with."""
+class RunRecorder(keras.callbacks.Callback):
+    """Progress while an epoch trains; after it, in this order:
 
-    def __init__(self, state: RunState):
+    1. its row in history.csv/json (and history.png);
+    2. its checkpoint (epoch file, best, latest.json: from here a resume starts after it);
+    3. its TensorBoard scalars, the job's metrics and a log line.
+
+    An epoch that did not run all its batches (a stop) saves ``partial.keras`` instead and
+    records nothing.
+    """
+
+    def __init__(self, paths: RunPaths, ctx, *, epochs, steps_per_epoch, batch_size, keep):
         super().__init__()
-        self.state = state
+        self.paths, self.ctx, self.keep = paths, ctx, keep
+        self.epochs, self.steps, self.batch_size = epochs, steps_per_epoch, batch_size
+        self.events = EventFiles(paths)
+        self.last_epoch_s: float | None = None
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.state.epoch_started = self.state.train_ended = time.monotonic()
-        self.state.epoch_learning_rate = current_learning_rate(self.model)
+        self.epoch, self.batches = epoch, 0
+        self.started = self.train_ended = self.reported = time.monotonic()
+        self.learning_rate = to_float(self.model.optimizer.learning_rate)  # at this step
+        self.ctx.phase(
+            f"epoch {epoch + 1}/{self.epochs}",
+            total=self.steps,
+            unit="batches",
+            metrics={  # with the phase, in one write: the status never shows them apart
+                "epoch": epoch + 1,
+                "epochs": self.epochs,
+                "step": 0,
+                "steps_per_epoch": self.steps,
+                "learning_rate": self.learning_rate,
+            },
+        )
+
+    def eta_s(self, epoch_s: float, left_in_epoch_s: float = 0.0) -> float:
+        return round(left_in_epoch_s + (self.epochs - self.epoch - 1) * epoch_s, 1)
 
     def on_train_batch_end(self, batch, logs=None):
-        self.state.train_ended = time.monotonic()
-
-
-def epoch_row(epoch: int, logs: dict, state: RunState, step: int) -> dict[str, Any]:
-    """The history row of the completed ``epoch`` (1-based)."""
-    now = time.monotonic()
-    train_s = max(state.train_ended - state.epoch_started, 1e-9)
-    row: dict[str, Any] = {"epoch": epoch, "step": step}
-    for key in TRAIN_KEYS + VAL_KEYS:
-        row[key] = to_float(logs.get(key))
-    row["learning_rate"] = state.epoch_learning_rate
-    row["epoch_time_s"] = round(now - state.epoch_started, 4)
-    row["images_per_s"] = round(state.steps_per_epoch * state.batch_size / train_s, 2)
-    return row
-
-
-class HistoryRecorder(keras.callbacks.Callback):
-    """Appends each completed epoch to history.csv/json and logs a line about it."""
-
-    def __init__(self, paths: RunPaths, state: RunState, log: logging.Logger):
-        super().__init__()
-        self.paths = paths
-        self.state = state
-        self.log = log
-        self.last_row: dict[str, Any] | None = None
+        self.batches = batch + 1
+        now = self.train_ended = time.monotonic()
+        self.ctx.progress(self.batches)
+        if now - self.reported < PROGRESS_INTERVAL_S and self.batches < self.steps:
+            return
+        self.reported = now
+        rate = self.batches / max(now - self.started, 1e-9)
+        logs = logs or {}
+        self.ctx.metrics(
+            {
+                "step": self.batches,
+                "global_step": self.epoch * self.steps + self.batches,
+                "images_per_s": round(rate * self.batch_size, 2),
+                "eta_s": self.eta_s(
+                    self.last_epoch_s or self.steps / rate, (self.steps - self.batches) / rate
+                ),
+                **{key: to_float(logs[key]) for key in TRAIN_KEYS if key in logs},
+            }
+        )
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.state.partial:
+        step = optimizer_step(self.model)
+        if self.batches < self.steps:
+            path = checkpoints.save_partial(
+                self.model, self.paths, epoch, step, steps_per_epoch=self.steps
+            )
+            self.ctx.log.info("stopped during epoch %d: saved %s (step %d)", epoch + 1, path, step)
             return
-        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
-        row = epoch_row(epoch + 1, logs or {}, self.state, step)
+        now = time.monotonic()
+        scores = {key: to_float((logs or {}).get(key)) for key in TRAIN_KEYS + VAL_KEYS}
+        row = {
+            "epoch": epoch + 1,
+            "step": step,
+            **scores,
+            "learning_rate": self.learning_rate,
+            "epoch_time_s": round(now - self.started, 4),
+            "images_per_s": round(
+                self.steps * self.batch_size / max(self.train_ended - self.started, 1e-9), 2
+            ),
+        }
         append_epoch(self.paths, row)
-        self.state.last_epoch_s = row["epoch_time_s"]
-        self.last_row = row
-        shown = ", ".join(
-            f"{k}={row[k]:.4g}" for k in (*TRAIN_KEYS, *VAL_KEYS) if row[k] is not None
+        checkpoints.save_epoch(
+            self.model,
+            self.paths,
+            epoch + 1,
+            step,
+            scores["val_accuracy"],
+            keep=self.keep,
+            steps_per_epoch=self.steps,
         )
-        self.log.info(
+        self.events.write(epoch, row)
+        self.last_epoch_s = row["epoch_time_s"]
+        self.ctx.metrics(
+            {
+                **scores,
+                "completed_epochs": epoch + 1,
+                "epoch_time_s": self.last_epoch_s,
+                "eta_s": self.eta_s(self.last_epoch_s),
+            }
+        )
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in scores.items() if v is not None)
+        self.ctx.log.info(
             "epoch %d/%d: %s, lr=%.3g, %.1f s, %.0f images/s",
             epoch + 1,
-            self.state.epochs,
+            self.epochs,
             shown,
             row["learning_rate"] or 0.0,
             row["epoch_time_s"],
             row["images_per_s"],
         )
 
-
-class Checkpointer(keras.callbacks.Callback):
-    """Saves a checkpoint after every epoch (or a partial one when stopped mid-epoch)."""
-
-    def __init__(self, paths: RunPaths, state: RunState, keep: int, log: logging.Logger):
-        super().__init__()
-        self.paths = paths
-        self.state = state
-        self.keep = keep
-        self.log = log
-
-    def on_epoch_end(self, epoch, logs=None):
-        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
-        if self.state.partial:
-            path = checkpoints.save_partial(
-                self.model, self.paths, epoch, step, steps_per_epoch=self.state.steps_per_epoch
-            )
-            self.log.info("stopped during epoch %d: saved %s (step %d)", epoch + 1, path, step)
-            return
-        checkpoints.save_epoch(
-            self.model,
-            self.paths,
-            epoch + 1,
-            step,
-            to_float((logs or {}).get("val_accuracy")),
-            keep=self.keep,
-            steps_per_epoch=self.state.steps_per_epoch,
-        )
+    def on_train_end(self, logs=None):
+        self.events.close()
 
 
-class ProgressReporter(keras.callbacks.Callback):
-    """Reports the epoch, batch, images/s, ETA and latest metrics to the job context."""
-
-    def __init__(self, ctx, state: RunState, interval_s: float = PROGRESS_INTERVAL_S):
-        super().__init__()
-        self.ctx = ctx
-        self.state = state
-        self.interval_s = interval_s
-        self._last = 0.0
-        self._epoch = 0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = epoch
-        s = self.state
-        self.ctx.phase(
-            f"epoch {epoch + 1}/{s.epochs}",
-            total=s.steps_per_epoch,
-            unit="batches",
-            metrics={  # with the phase, in one write: the status never shows them apart
-                "epoch": epoch + 1,
-                "epochs": s.epochs,
-                "step": 0,
-                "steps_per_epoch": s.steps_per_epoch,
-                "learning_rate": s.epoch_learning_rate,
-            },
-        )
-        self._last = time.monotonic()
-
-    def eta_s(self, done: int, rate: float) -> float:
-        s = self.state
-        left_now = (s.steps_per_epoch - done) / rate
-        per_epoch = s.last_epoch_s or s.steps_per_epoch / rate
-        return round(left_now + (s.epochs - self._epoch - 1) * per_epoch, 1)
-
-    def on_train_batch_end(self, batch, logs=None):
-        done = batch + 1
-        self.ctx.progress(done)
-        now = time.monotonic()
-        if now - self._last < self.interval_s and done < self.state.steps_per_epoch:
-            return
-        self._last = now
-        elapsed = max(now - self.state.epoch_started, 1e-9)
-        rate = done / elapsed
-        values = {
-            "step": done,
-            "global_step": self._epoch * self.state.steps_per_epoch + done,
-            "images_per_s": round(rate * self.state.batch_size, 2),
-            "eta_s": self.eta_s(done, rate),
-        }
-        for key in TRAIN_KEYS:
-            if logs and key in logs:
-                values[key] = to_float(logs[key])
-        self.ctx.metrics(values)
-
-    def on_epoch_end(self, epoch, logs=None):
-        if self.state.partial:
-            return
-        values = {k: to_float(v) for k, v in (logs or {}).items() if k in TRAIN_KEYS + VAL_KEYS}
-        values["completed_epochs"] = epoch + 1
-        values["epoch_time_s"] = self.state.last_epoch_s
-        values["eta_s"] = round((self.state.epochs - epoch - 1) * (self.state.last_epoch_s or 0), 1)
-        self.ctx.metrics(values)
-
-
-class TensorBoardScalars(keras.callbacks.Callback):
+class EventFiles:
     """Epoch scalars as TensorBoard event files (``tensorboard/train`` and ``/validation``).
 
-    Same layout and tags as ``keras.callbacks.TensorBoard`` (``epoch_loss``, ...), written with
-    TensorFlow's core summary ops, so it works without the ``tensorboard`` package (which
-    ``tf.summary.scalar`` needs) and on the JAX backend (TensorFlow is there for tf.data).
+    The layout and tags of ``keras.callbacks.TensorBoard`` (``epoch_loss``, ...), written with
+    TensorFlow's core summary ops: that callback needs the ``tensorboard`` package, which the
+    trainer's images do not install (TensorFlow is there for tf.data, on either backend).
     """
 
-    def __init__(self, paths: RunPaths, state: RunState):
-        super().__init__()
-        self.paths = paths
-        self.state = state
+    def __init__(self, paths: RunPaths):
+        self.folder = paths.tensorboard
         self._writers: dict[str, Any] = {}
 
-    def _writer(self, name: str):
-        import tensorflow as tf
-
-        if name not in self._writers:
-            self._writers[name] = tf.summary.create_file_writer(str(self.paths.tensorboard / name))
-        return self._writers[name]
+    def write(self, epoch: int, row: dict[str, Any]) -> None:
+        train = {key: row[key] for key in (*TRAIN_KEYS, "learning_rate")}
+        self._write("train", train, epoch)
+        self._write("validation", {key[4:]: row[key] for key in VAL_KEYS}, epoch)
 
     def _write(self, name: str, values: dict[str, float | None], step: int) -> None:
         import tensorflow as tf
@@ -291,7 +198,9 @@ class TensorBoardScalars(keras.callbacks.Callback):
         metadata = summary_pb2.SummaryMetadata()
         metadata.plugin_data.plugin_name = "scalars"
         metadata.data_class = summary_pb2.DATA_CLASS_SCALAR
-        writer = self._writer(name)
+        if name not in self._writers:
+            self._writers[name] = tf.summary.create_file_writer(str(self.folder / name))
+        writer = self._writers[name]
         with writer.as_default():
             for tag, value in values.items():
                 if value is not None:
@@ -300,16 +209,7 @@ class TensorBoardScalars(keras.callbacks.Callback):
                     )
         writer.flush()
 
-    def on_epoch_end(self, epoch, logs=None):
-        if self.state.partial:
-            return
-        logs = logs or {}
-        train = {k: to_float(logs.get(k)) for k in TRAIN_KEYS}
-        train["learning_rate"] = self.state.epoch_learning_rate
-        self._write("train", train, epoch)
-        self._write("validation", {k[4:]: to_float(logs.get(k)) for k in VAL_KEYS}, epoch)
-
-    def on_train_end(self, logs=None):
+    def close(self) -> None:
         for writer in self._writers.values():
             writer.close()
         self._writers.clear()

@@ -93,6 +93,13 @@ class TrainConfig(BaseModel):
     )
     keep_checkpoints: int = Field(5, ge=1, le=1000, description="Epoch checkpoints kept (+ best).")
     seed: int = Field(0, ge=0, lt=2**31)
+    deterministic: bool = Field(
+        False,
+        description=(
+            "Train batches in the same order on every run (a slower input pipeline); with the "
+            "seed, a run on CPU then repeats bit for bit."
+        ),
+    )
     init_checkpoint: str | None = Field(
         None,
         description=(

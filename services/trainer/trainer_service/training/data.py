@@ -71,6 +71,7 @@ def input_pipelines(config: TrainConfig, folder: Path, metadata: DatasetMetadata
         metadata=metadata,
         cache=_cache(config, config.limit_train_steps is not None),
         seed=seed,
+        deterministic=config.deterministic,
     )
     if steps < 1:
         count = metadata.split(TRAIN).num_records

@@ -1,19 +1,13 @@
 """Train the ResNet on a prepared dataset: ``train(config, run_dir, data_root, ctx)``.
 
-Top to bottom: read the dataset's metadata; build the tf.data pipelines of the train and val
-splits (uint8 batches; the model's first layer standardizes and, in training only, flips them on
-the accelerator); build the model with its L2 weight decay and compile it (SGD/Adam with the
-epoch schedule, sparse cross-entropy on logits, top-1 and top-5 accuracy); restore the latest
-checkpoint when the run folder has one; ``model.fit`` with the callbacks of :mod:`.callbacks`;
-then export the final model and write the test predictions and val scores of the best
-checkpoint. The training step is pure Keras (``model.fit``), so it runs on the TensorFlow and
-JAX backends; TensorFlow is used for the input pipeline only.
-
-Homework defects fixed on this side: the learning-rate schedule is handed to the optimizer (it
-was defined and never used); steps per epoch come from the exact record counts in the metadata
-(they were computed 30 times too large); labels are decoded as int32 by ``shard_format`` (the
-old parse function used an undefined name and decoded labels as floats); augmentation happens on
-the fly (it was frozen into the shards).
+:func:`train` reads top to bottom: the dataset's metadata and the tf.data pipelines (uint8
+batches; the model's first layer standardizes them and, in training only, flips them on the
+accelerator); the model with its L2 weight decay, compiled with the optimizer and its epoch
+schedule, sparse cross-entropy on logits, top-1 and top-5 accuracy; the checkpoint a resume
+starts from (or the warm-start weights); ``model.fit`` with the two callbacks of
+:mod:`.callbacks`; then the final export, and the test predictions and val scores of the best
+checkpoint (:mod:`trainer_service.predict`). The training step is pure Keras, so it runs on the
+TensorFlow and JAX backends; TensorFlow serves the input pipeline only.
 """
 
 from __future__ import annotations
@@ -31,20 +25,12 @@ import numpy as np
 from jobkit.errors import JobFailed
 from jobkit.files import atomic_write_json
 from jobkit.paths import OutsideRoot, resolve_inside
-from jobkit.worker import is_out_of_memory
+from jobkit.worker import LocalContext, is_out_of_memory
 from shard_format.preprocess import Preprocess
 from trainer_service.model.resnet import build_resnet
+from trainer_service.predict import loss, metrics, predict_and_evaluate
 from trainer_service.training import checkpoints
-from trainer_service.training.callbacks import (
-    Checkpointer,
-    EpochTimer,
-    HistoryRecorder,
-    LocalContext,
-    ProgressReporter,
-    RunState,
-    StopOnRequest,
-    TensorBoardScalars,
-)
+from trainer_service.training.callbacks import RunRecorder, StopOnRequest, optimizer_step
 from trainer_service.training.config import TrainConfig
 from trainer_service.training.data import input_pipelines, load_dataset
 from trainer_service.training.files import RunPaths, atomic_save_model
@@ -52,7 +38,115 @@ from trainer_service.training.history import read_history, truncate_history
 from trainer_service.training.runtime import Runtime, resolve_runtime
 from trainer_service.training.schedule import schedule_for
 
-# -- model -----------------------------------------------------------------------------------
+
+def train(
+    config: TrainConfig, run_dir: Path, data_root: Path, ctx=None, *, strategy=None
+) -> dict[str, Any]:
+    """Train (or resume, if ``run_dir`` has a checkpoint) and return the run's result.
+
+    ``ctx``: the job context (progress, metrics, stop flag, log); a ``LocalContext`` if None.
+    ``strategy``: a ``tf.distribute`` strategy instead of the default (tests). A stop during
+    the set-up raises ``JobCancelled`` at once (nothing to save yet); a stop during training
+    saves a checkpoint and returns early with ``result["stopped"] = True``. Raises
+    ``JobFailed`` for unusable input and for out-of-memory (``type="out_of_memory"``).
+    """
+    ctx = ctx or LocalContext(logging.getLogger("trainer_service.training"))
+    paths = RunPaths(Path(run_dir))
+    with ctx.interruptible():
+        paths.make()
+        atomic_write_json(paths.config, config.model_dump(mode="json"))
+        folder, metadata = load_dataset(data_root, config.dataset)
+        latest = checkpoints.read_latest(paths)
+        initial_epoch = latest.epoch if latest else 0
+        truncate_history(paths, initial_epoch)  # epochs recorded after the checkpoint are redone
+        runtime = resolve_runtime(config, strategy)
+        ctx.log.info("runtime: %s", runtime.describe())
+        keras.utils.set_random_seed(config.seed)
+        # A resumed run shuffles differently from the epochs it already did.
+        train_ds, steps, val_ds = input_pipelines(
+            config, folder, metadata, config.seed + initial_epoch
+        )
+    result: dict[str, Any] = {
+        "run_dir": str(paths.root),
+        "dataset": config.dataset,
+        "steps_per_epoch": steps,
+        "runtime": runtime.describe(),
+        "resumed_from": None,
+        "init": None,
+    }
+    try:
+        with ctx.interruptible(), runtime.scope():
+            model = build_model(config, metadata.num_classes)
+            compile_model(model, config, runtime, steps)
+            if latest is not None:
+                result["resumed_from"] = restore(model, paths, latest, steps)
+                ctx.log.info("resumed from %s", result["resumed_from"])
+            elif config.init_checkpoint:
+                result["init"] = warm_start(model, data_root, config.init_checkpoint)
+                ctx.log.info("weights from %s", config.init_checkpoint)
+        ctx.log.info(
+            "model: %d parameters; %d train steps of %d per epoch; epochs %d..%d",
+            model.count_params(),
+            steps,
+            config.batch_size,
+            initial_epoch + 1,
+            config.epochs,
+        )
+        if initial_epoch < config.epochs:
+            model.fit(
+                train_ds,
+                validation_data=val_ds,
+                epochs=config.epochs,
+                initial_epoch=initial_epoch,
+                callbacks=[
+                    StopOnRequest(lambda: ctx.should_stop, steps),
+                    RunRecorder(
+                        paths,
+                        ctx,
+                        epochs=config.epochs,
+                        steps_per_epoch=steps,
+                        batch_size=config.batch_size,
+                        keep=config.keep_checkpoints,
+                    ),
+                ],
+                shuffle=False,  # the pipeline shuffles
+                verbose=0,
+            )
+        done = checkpoints.read_latest(paths)
+        best = checkpoints.read_best(paths)
+        result["epochs_completed"] = done.epoch if done else 0
+        result["history"] = read_history(paths)[-1:] or None
+        result["best"] = best
+        if ctx.should_stop:  # a resume finishes the run
+            return {**result, "stopped": True}
+
+        ctx.phase("export")
+        result.update(export_final(model, paths, config, ctx.log))
+        ctx.phase("predict")
+        with runtime.scope():
+            model.load_weights(paths.best)
+        result["evaluation"] = predict_and_evaluate(
+            model,
+            folder,
+            metadata,
+            paths.root,
+            batch_size=config.batch_size,
+            limit_val_steps=config.limit_val_steps,
+            checkpoint={"checkpoint": paths.best.name, "epoch": best["epoch"] if best else None},
+        )
+        return {**result, "predictions": paths.predictions.name, "stopped": False}
+    except Exception as exc:
+        if isinstance(exc, JobFailed) or not is_out_of_memory(exc):
+            raise
+        raise JobFailed(
+            f"out of memory on {runtime.device} (batch_size {config.batch_size}, "
+            f"width {config.width}, {runtime.dtype_policy}): {_first_line(str(exc))}; "
+            "try a smaller batch_size or width",
+            "out_of_memory",
+        ) from exc
+
+
+# -- the model -------------------------------------------------------------------------------
 
 
 def build_model(config: TrainConfig, classes: int) -> keras.Model:
@@ -67,40 +161,23 @@ def build_model(config: TrainConfig, classes: int) -> keras.Model:
     )
 
 
-def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
-    learning_rate = schedule_for(config, steps_per_epoch)
-    if config.optimizer == "adam":
-        return keras.optimizers.Adam(learning_rate=learning_rate)
-    return keras.optimizers.SGD(learning_rate=learning_rate, momentum=config.momentum)
-
-
-def metrics() -> list[keras.metrics.Metric]:
-    """Top-1 and top-5 accuracy, named so Keras logs ``accuracy``/``top5_accuracy``."""
-    return [
-        keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
-        keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5_accuracy"),
-    ]
-
-
-def loss() -> keras.losses.Loss:
-    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-
 def compile_model(
     model: keras.Model, config: TrainConfig, runtime: Runtime, steps_per_epoch: int
 ) -> None:
+    """SGD (momentum) or Adam following the config's schedule; the loss and metrics of
+    :mod:`trainer_service.predict`."""
+    learning_rate = schedule_for(config, steps_per_epoch)
+    if config.optimizer == "adam":
+        optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
+    else:
+        optimizer = keras.optimizers.SGD(learning_rate=learning_rate, momentum=config.momentum)
     model.compile(
-        optimizer=make_optimizer(config, steps_per_epoch),
+        optimizer=optimizer,
         loss=loss(),
         metrics=metrics(),
         jit_compile=runtime.jit_compile,
         steps_per_execution=runtime.steps_per_execution,
     )
-
-
-def compile_for_eval(model: keras.Model) -> None:
-    """Compile a loaded model for ``evaluate`` only (no optimizer state needed)."""
-    model.compile(optimizer="sgd", loss=loss(), metrics=metrics())
 
 
 def weights_digest(model: keras.Model) -> str:
@@ -111,7 +188,7 @@ def weights_digest(model: keras.Model) -> str:
     return digest.hexdigest()
 
 
-# -- restoring -------------------------------------------------------------------------------
+# -- where the weights start -----------------------------------------------------------------
 
 
 def restore(
@@ -145,7 +222,7 @@ def restore(
         "epoch": latest.epoch,
         "file": path.name if path is not None else None,
         "partial": latest.partial,
-        "step": int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
+        "step": optimizer_step(model),
         "weights_sha256": weights_digest(model),
     }
 
@@ -170,12 +247,7 @@ def warm_start(model: keras.Model, data_root: Path, relative: str) -> dict[str, 
     return {"init_checkpoint": relative, "weights_sha256": weights_digest(model)}
 
 
-# -- the run ---------------------------------------------------------------------------------
-
-
-def _first_line(text: str, limit: int = 300) -> str:
-    line = next((s for s in text.strip().splitlines() if s.strip()), "")
-    return line if len(line) <= limit else line[:limit] + "..."
+# -- the end ---------------------------------------------------------------------------------
 
 
 def export_final(model: keras.Model, paths: RunPaths, config: TrainConfig, log) -> dict[str, Any]:
@@ -196,118 +268,6 @@ def export_final(model: keras.Model, paths: RunPaths, config: TrainConfig, log) 
     return out
 
 
-def train(
-    config: TrainConfig,
-    run_dir: Path,
-    data_root: Path,
-    ctx=None,
-    *,
-    strategy=None,
-) -> dict[str, Any]:
-    """Train (or resume, if ``run_dir`` has a checkpoint) and return the run's result.
-
-    ``ctx``: the job context (progress, metrics, stop flag, log); a :class:`LocalContext` if
-    None. ``strategy``: a ``tf.distribute`` strategy to use instead of the default (tests).
-    If a stop is requested the run saves a checkpoint and returns early with
-    ``result["stopped"] = True``. Raises ``JobFailed`` for unusable input and for
-    out-of-memory (``type="out_of_memory"``).
-    """
-    ctx = ctx or LocalContext()
-    log = ctx.log
-    paths = RunPaths(Path(run_dir))
-    paths.make()
-    atomic_write_json(paths.config, config.model_dump(mode="json"))
-    folder, metadata = load_dataset(data_root, config.dataset)
-    latest = checkpoints.read_latest(paths)
-    initial_epoch = latest.epoch if latest else 0
-    truncate_history(paths, initial_epoch)  # epochs recorded after the checkpoint are redone
-
-    runtime = resolve_runtime(config, strategy)
-    log.info("runtime: %s", runtime.describe())
-    keras.utils.set_random_seed(config.seed)
-    # A resumed run shuffles differently from the epochs it already did.
-    train_ds, steps, val_ds = input_pipelines(config, folder, metadata, config.seed + initial_epoch)
-    result: dict[str, Any] = {
-        "run_dir": str(paths.root),
-        "dataset": config.dataset,
-        "steps_per_epoch": steps,
-        "runtime": runtime.describe(),
-        "resumed_from": None,
-        "init": None,
-    }
-    try:
-        with runtime.scope():
-            model = build_model(config, metadata.num_classes)
-            compile_model(model, config, runtime, steps)
-            if latest is not None:
-                result["resumed_from"] = restore(model, paths, latest, steps)
-                log.info("resumed from %s", result["resumed_from"])
-            elif config.init_checkpoint:
-                result["init"] = warm_start(model, data_root, config.init_checkpoint)
-                log.info("weights from %s", config.init_checkpoint)
-        log.info(
-            "model: %d parameters; %d train steps of %d per epoch; epochs %d..%d",
-            model.count_params(),
-            steps,
-            config.batch_size,
-            initial_epoch + 1,
-            config.epochs,
-        )
-        state = RunState(config.epochs, steps, config.batch_size)
-        callbacks = [
-            StopOnRequest(lambda: ctx.should_stop, state),
-            EpochTimer(state),
-            HistoryRecorder(paths, state, log),
-            Checkpointer(paths, state, config.keep_checkpoints, log),
-            ProgressReporter(ctx, state),
-            TensorBoardScalars(paths, state),
-        ]
-        if ctx.should_stop:
-            return {**result, "stopped": True, "epochs_completed": initial_epoch}
-        if initial_epoch < config.epochs:
-            model.fit(
-                train_ds,
-                validation_data=val_ds,
-                epochs=config.epochs,
-                initial_epoch=initial_epoch,
-                callbacks=callbacks,
-                shuffle=False,  # the pipeline shuffles
-                verbose=0,
-            )
-        done = checkpoints.read_latest(paths)
-        result["epochs_completed"] = done.epoch if done else 0
-        result["history"] = read_history(paths)[-1:] or None
-        result["best"] = checkpoints.read_best(paths)
-        if state.stopped or ctx.should_stop:  # a resume finishes the run
-            return {**result, "stopped": True}
-        ctx.phase("export")
-        result.update(export_final(model, paths, config, log))
-        ctx.phase("predict")
-        best = checkpoints.read_best(paths)
-        with runtime.scope():
-            model.load_weights(paths.best)
-        from trainer_service.predict import predict_and_evaluate
-
-        result["evaluation"] = predict_and_evaluate(
-            model,
-            folder,
-            metadata,
-            paths.root,
-            batch_size=config.batch_size,
-            limit_val_steps=config.limit_val_steps,
-            checkpoint={"checkpoint": paths.best.name, "epoch": best["epoch"] if best else None},
-        )
-        result["predictions"] = paths.predictions.name
-        result["stopped"] = False
-        return result
-    except JobFailed:
-        raise
-    except Exception as exc:
-        if is_out_of_memory(exc):
-            raise JobFailed(
-                f"out of memory on {runtime.device} (batch_size {config.batch_size}, "
-                f"width {config.width}, {runtime.dtype_policy}): {_first_line(str(exc))}; "
-                "try a smaller batch_size or width",
-                "out_of_memory",
-            ) from exc
-        raise
+def _first_line(text: str, limit: int = 300) -> str:
+    line = next((s for s in text.strip().splitlines() if s.strip()), "")
+    return line if len(line) <= limit else line[:limit] + "..."
