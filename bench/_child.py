@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import sys
 from pathlib import Path
+
+from jobkit.files import atomic_write_json
 
 
 def main(argv: list[str]) -> int:
@@ -19,9 +20,7 @@ def main(argv: list[str]) -> int:
     func = getattr(importlib.import_module(module_name), func_name)
     kwargs = json.loads(Path(args_path).read_text())
     result = func(**kwargs)
-    tmp = Path(f"{result_path}.tmp")
-    tmp.write_text(json.dumps(result))
-    os.replace(tmp, result_path)
+    atomic_write_json(Path(result_path), result)
     return 0
 
 

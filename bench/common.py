@@ -30,6 +30,8 @@ from typing import Any
 
 import psutil
 
+from jobkit.files import atomic_write_text
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
 DEFAULT_WORK_DIR = Path(os.environ.get("BENCH_WORK_DIR", "/tmp/bench-work"))
@@ -346,9 +348,7 @@ def replace_section(path: Path, name: str, body: str) -> None:
     if i < 0 or j < 0 or j < i or text.count(start) != 1 or text.count(end) != 1:
         raise ValueError(f"{path} lacks one pair of markers {start} ... {end}")
     new = text[: i + len(start)] + "\n" + body.strip("\n") + "\n" + text[j:]
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(new, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, new)
 
 
 def section_names(path: Path) -> list[str]:

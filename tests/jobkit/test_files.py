@@ -4,7 +4,7 @@ import stat
 
 import pytest
 
-from jobkit.files import atomic_write_json, atomic_write_text, temp_path
+from jobkit.files import atomic_write_json, atomic_write_text, replacing, temp_path
 
 
 def test_atomic_write_replaces_the_file_and_leaves_no_temp(tmp_path):
@@ -38,3 +38,16 @@ def test_written_files_honour_the_umask_like_open_does(tmp_path, umask):
     assert stat.S_IMODE((tmp_path / "written.txt").stat().st_mode) == want
     assert stat.S_IMODE(tmp.stat().st_mode) == want
     assert tmp.name.startswith(".model.") and tmp.name.endswith(".tmp.keras")
+
+
+def test_replacing_renames_on_success_and_cleans_up_on_failure(tmp_path):
+    path = tmp_path / "sub" / "model.keras"
+    with replacing(path, ".keras") as tmp:
+        assert tmp.parent == path.parent and tmp.suffix == ".keras" and not path.exists()
+        tmp.write_text("v1")
+    assert path.read_text() == "v1"
+    with pytest.raises(RuntimeError), replacing(path, ".keras") as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("save failed")
+    assert path.read_text() == "v1"
+    assert [p.name for p in path.parent.iterdir()] == ["model.keras"]

@@ -18,13 +18,12 @@ Imports neither TensorFlow nor Keras (the API process reads these files too).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jobkit.files import temp_path
+from jobkit.files import replacing
 
 RUNS_DIR = "runs"
 CHECKPOINT_SUFFIX = ".keras"
@@ -125,23 +124,11 @@ def atomic_save_model(model, path: Path) -> None:
 
     A reader (or a resume after SIGKILL) never sees half a checkpoint.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(path, CHECKPOINT_SUFFIX)  # Keras insists on the .keras suffix
-    try:
+    with replacing(path, CHECKPOINT_SUFFIX) as tmp:  # Keras insists on the .keras suffix
         model.save(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def atomic_copy(source: Path, dest: Path) -> None:
     """Copy ``source`` to ``dest`` through a temp file and a rename."""
-    tmp = temp_path(Path(dest), Path(dest).suffix)
-    try:
+    with replacing(dest, Path(dest).suffix) as tmp:
         shutil.copyfile(source, tmp)
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

@@ -6,12 +6,11 @@ Rewritten atomically with the history, so it always shows every recorded epoch.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from jobkit.files import temp_path
+from jobkit.files import replacing
 
 CURVES = {
     "loss": (("loss", "train"), ("val_loss", "val")),
@@ -41,10 +40,5 @@ def plot_history(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
         axes.set_title(title)
         axes.set_xlabel("epoch")
         axes.grid(alpha=0.3)
-    tmp = temp_path(path, ".png")
-    try:
+    with replacing(path, ".png") as tmp:
         figure.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
