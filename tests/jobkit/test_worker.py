@@ -266,3 +266,41 @@ def test_worker_unknown_job_exits_2(store: JobStore) -> None:
 )
 def test_is_out_of_memory(exc, oom):
     assert is_out_of_memory(exc) is oom
+
+
+def test_local_context_keeps_what_was_reported_and_stops_like_a_job() -> None:
+    from jobkit.worker import LocalContext
+
+    ctx = LocalContext()
+    ctx.phase("write", total=4, unit="images", metrics={"epoch": 1})
+    ctx.progress(3)
+    ctx.metrics({"loss": 0.5})
+    ctx.result({"ok": True})
+    assert (ctx.phases, ctx.done, ctx.total) == (["write"], 3, 4)
+    assert ctx.latest_metrics == {"epoch": 1, "loss": 0.5} and ctx.latest_result == {"ok": True}
+    ctx.check_stop()
+    ctx.request_stop()
+    assert ctx.should_stop
+    with pytest.raises(JobCancelled):
+        ctx.check_stop()
+
+
+def test_a_sigterm_inside_an_interruptible_section_raises_at_once() -> None:
+    from jobkit.worker import LocalContext
+
+    ctx = LocalContext()
+    outside = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: outside.append(signum))
+    try:
+        started = time.monotonic()
+        with pytest.raises(JobCancelled), ctx.interruptible():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(10)
+        assert time.monotonic() - started < 5 and ctx.should_stop and outside == []
+        os.kill(os.getpid(), signal.SIGTERM)  # the section's end put the handler back
+        deadline = time.monotonic() + 5
+        while not outside and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert outside == [signal.SIGTERM]
+    finally:
+        signal.signal(signal.SIGTERM, previous)

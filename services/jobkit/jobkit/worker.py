@@ -49,10 +49,30 @@ _OOM_MESSAGE = re.compile(r"RESOURCE_EXHAUSTED|out of memory|\bOOM\b", re.IGNORE
 JobFunction = Callable[["JobContext"], None]
 
 
-class _StopFlag:
-    """The stop request both contexts share: a flag, and sections a stop interrupts at once."""
+class _Context:
+    """What both contexts share: starting a phase, and the stop request (a flag, and sections
+    a stop interrupts at once)."""
 
     _stop: threading.Event
+    log: logging.Logger
+
+    def phase(
+        self,
+        name: str,
+        total: int | None = None,
+        unit: str = "items",
+        metrics: dict[str, Any] | None = None,
+    ) -> None:
+        """Start a named phase (e.g. "download", "write", "epoch 3"); resets progress to 0.
+
+        ``metrics`` are written with the phase, at once (not throttled): what the phase's
+        name says and what the metrics say change together.
+        """
+        self._start_phase(name, total, unit, metrics or {})
+        self.log.info("phase %s%s", name, f" ({total} {unit})" if total is not None else "")
+
+    def _start_phase(self, name: str, total: int | None, unit: str, metrics: dict) -> None:
+        raise NotImplementedError
 
     @property
     def should_stop(self) -> bool:
@@ -95,7 +115,7 @@ class _StopFlag:
         self.check_stop()
 
 
-class JobContext(_StopFlag):
+class JobContext(_Context):
     """Handed to the job function: the request, progress/metrics/result reporting, stop flag.
 
     Progress and metrics writes are throttled to one every ``PROGRESS_INTERVAL_S``; the last
@@ -127,22 +147,10 @@ class JobContext(_StopFlag):
 
     # -- reporting -------------------------------------------------------------------------
 
-    def phase(
-        self,
-        name: str,
-        total: int | None = None,
-        unit: str = "items",
-        metrics: dict[str, Any] | None = None,
-    ) -> None:
-        """Start a named phase (e.g. "download", "write", "epoch 3"); resets progress to 0.
-
-        ``metrics`` are written with the phase, at once (not throttled): what the phase's
-        name says and what the metrics say change together.
-        """
+    def _start_phase(self, name: str, total: int | None, unit: str, metrics: dict) -> None:
         self.flush()
         self._total = total
-        self._store.set_phase(self.job_id, name, total, unit, metrics)
-        self.log.info("phase %s%s", name, f" ({total} {unit})" if total is not None else "")
+        self._store.set_phase(self.job_id, name, total, unit, metrics or None)
 
     def progress(self, done: int, total: int | None = None) -> None:
         """Report ``done`` items of the phase (throttled; the final ``done == total`` is kept)."""
@@ -178,7 +186,7 @@ class JobContext(_StopFlag):
             self.flush()
 
 
-class LocalContext(_StopFlag):
+class LocalContext(_Context):
     """The job context outside a job (scripts, benchmarks, tests): the same members as
     :class:`JobContext`, with phases logged and the latest progress, metrics and result kept
     in attributes instead of a job database."""
@@ -194,17 +202,10 @@ class LocalContext(_StopFlag):
         self.latest_result: dict[str, Any] | None = None
         self._stop = threading.Event()
 
-    def phase(
-        self,
-        name: str,
-        total: int | None = None,
-        unit: str = "items",
-        metrics: dict[str, Any] | None = None,
-    ) -> None:
+    def _start_phase(self, name: str, total: int | None, unit: str, metrics: dict) -> None:
         self.phases.append(name)
         self.done, self.total = 0, total
-        self.latest_metrics.update(metrics or {})
-        self.log.info("phase %s%s", name, f" ({total} {unit})" if total is not None else "")
+        self.latest_metrics.update(metrics)
 
     def progress(self, done: int, total: int | None = None) -> None:
         self.done = done
