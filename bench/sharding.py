@@ -379,8 +379,8 @@ def render_anchor(anchor: dict[str, dict[str, list[dict]]], info: RunInfo) -> li
         f"a fresh process whose imports count; the project uses "
         f"{_processes(project['processes'], 'writer ')} on {usable_cores()} cores, the anchor "
         "2. The project reads the members in place (nothing extracted), checks the archive "
-        "(names, links, sizes) and decodes every image fully; `start` is taking the dataset's "
-        "lock and starting the writer processes, `inspect` the zip's MD5 (in a thread) beside "
+        "(names, links, sizes) and decodes every image fully; `start` is starting the writer "
+        "processes, `inspect` the zip's MD5 (in a thread) beside "
         "reading and checking its central directory, `plan` listing and shuffling, `metadata` "
         "the TFDS and shard_format files. The anchor checks only each JPEG's component count."
     )
