@@ -52,6 +52,17 @@ def test_extract_writes_the_tree_and_its_marker(pristine_zip, tmp_path):
     assert not list(tmp_path.glob(".out.partial-*"))
 
 
+def test_extract_makes_the_folders_an_archive_without_folder_entries_needs(tmp_path):
+    archive = write_zip(
+        tmp_path / "flat.zip",
+        [("t/a/b/c/deep.txt", b"deep"), ("t/a/top.txt", b"top"), ("t/z/x.txt", b"x")],
+    )
+    dest = extract_zip(archive, tmp_path / "out", max_bytes=10**6)
+    assert (dest / "t/a/b/c/deep.txt").read_bytes() == b"deep"
+    assert (dest / "t/a/top.txt").read_bytes() == b"top"
+    assert (dest / "t/z/x.txt").read_bytes() == b"x"
+
+
 def test_extract_replaces_an_existing_tree(pristine_zip, tmp_path):
     dest = tmp_path / "out"
     dest.mkdir()
@@ -305,6 +316,6 @@ def test_synthetic_source_is_generated_once(data_root):
 
 def test_entry_that_cannot_be_created_is_a_source_error(tmp_path):
     archive = write_zip(tmp_path / "clash.zip", [("tree/a", b"file"), ("tree/a/b", b"below")])
-    with pytest.raises(SourceError, match="cannot extract zip entry 'tree/a/b'"):
+    with pytest.raises(SourceError, match="cannot extract zip entry 'tree/a': it is a file, and"):
         extract_zip(archive, tmp_path / "out", max_bytes=10**6)
     assert not (tmp_path / "out").exists()

@@ -19,9 +19,6 @@ import hashlib
 import os
 import re
 import shutil
-import time
-import zipfile
-import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -36,7 +33,6 @@ from dataset_service.errors import (
     LayoutError,
     PrepareError,
     SourceError,
-    UnsafeArchive,
 )
 from dataset_service.files import CHUNK, file_digest, read_json
 from dataset_service.layout import find_root, validate
@@ -48,7 +44,14 @@ from dataset_service.paths import (
     relative_to_root,
     resolve_inside,
 )
-from dataset_service.tree import DiskTree, Member, Tree, ZipTree, check_archive, open_zip_tree
+from dataset_service.tree import (
+    DiskTree,
+    Tree,
+    ZipTree,
+    checked_members,
+    open_zip_tree,
+    read_member,
+)
 from jobkit.files import atomic_write_json
 
 if TYPE_CHECKING:
@@ -142,25 +145,6 @@ def download(
 # ---------------------------------------------------------------------------- extraction
 
 
-def _copy_member(
-    zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, budget: int, max_bytes: int
-) -> int:
-    """Stream one entry to ``target``; returns bytes written. Stops past the remaining budget."""
-    written = 0
-    with zf.open(info) as src, open(target, "xb") as dst:
-        while chunk := src.read(CHUNK):
-            written += len(chunk)
-            if written > info.file_size or written > budget:
-                raise UnsafeArchive(
-                    f"zip entry {info.filename!r} expands past its declared size or the "
-                    f"limit of {max_bytes} bytes"
-                )
-            dst.write(chunk)
-    mtime = time.mktime((*info.date_time, 0, 0, -1))
-    os.utime(target, (mtime, mtime))
-    return written
-
-
 def extract_zip(
     zip_path: Path,
     dest: Path,
@@ -174,6 +158,10 @@ def extract_zip(
 ) -> Path:
     """Extract ``zip_path`` into ``dest`` (replacing it) safely; returns ``dest``.
 
+    Every entry is checked from the central directory first (:func:`checked_members`), then
+    read at its offset like the shards read it (:func:`read_member`: its declared size and
+    CRC-32 enforced), and written; the folders are made once, up front.
+
     ``finish(folder)`` runs on the complete extraction before it is renamed into place, and
     ``marker`` is written to ``dest/.source.json`` then. With ``keep_existing``, a ``dest``
     another process completed meanwhile (same marker) is kept and this extraction dropped.
@@ -181,41 +169,44 @@ def extract_zip(
     is not a readable zip. Nothing is left at ``dest`` (nor half-extracted) on failure.
     """
     dest = Path(dest)
+    label = Path(zip_path).name
     with _build_into(dest, marker, keep_existing=keep_existing) as partial:
         partial.mkdir()
+        members = checked_members(Path(zip_path), max_bytes, label)
+        files = [(m, rel) for m, rel in members if not m.is_dir]
+        folders: set[str] = set()  # every folder the entries need, their parents included
+        for member, rel in members:
+            folder = rel.rstrip("/") if member.is_dir else rel.rpartition("/")[0]
+            while folder and folder not in folders:
+                folders.add(folder)
+                folder = folder.rpartition("/")[0]
+        clash = sorted(folders.intersection(rel for _, rel in files))
+        if clash:
+            raise SourceError(
+                f"cannot extract zip entry {clash[0]!r}: it is a file, and a folder of others"
+            )
+        progress(0, len(members))
+        root = str(partial)
+        fd = os.open(zip_path, os.O_RDONLY)
+        rel = ""
         try:
-            zf = zipfile.ZipFile(zip_path)
-        except (zipfile.BadZipFile, OSError) as exc:
-            raise SourceError(f"{zip_path.name} is not a readable zip archive: {exc}") from exc
-        with zf:
-            infos = zf.infolist()
-            checked = check_archive([Member.of(i) for i in infos], max_bytes)
-            members = list(zip(infos, checked, strict=True))
-            root = partial.resolve()
-            total_written = 0
-            progress(0, len(members))
-            for i, (info, rel) in enumerate(members, start=1):
-                target = partial.joinpath(*rel.split("/"))
-                if not target.resolve().is_relative_to(root):  # defence in depth
-                    raise UnsafeArchive(f"zip entry {info.filename!r} escapes the target folder")
-                try:
-                    if info.is_dir():
-                        target.mkdir(parents=True, exist_ok=True)
-                    else:
-                        target.parent.mkdir(parents=True, exist_ok=True)
-                        budget = max_bytes - total_written
-                        total_written += _copy_member(zf, info, target, budget, max_bytes)
-                except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, zlib.error) as exc:
-                    raise SourceError(
-                        f"{zip_path.name}: zip entry {info.filename!r} is corrupt: {exc}"
-                    ) from exc
-                except OSError as exc:  # e.g. a file entry where a folder has to go
-                    raise SourceError(
-                        f"cannot extract zip entry {info.filename!r}: {exc.strerror or exc}"
-                    ) from exc
-                progress(i, len(members))
-                if i % 256 == 0:
+            # Sorted, a folder comes before the folders in it: each is made once.
+            for rel in sorted(folders):
+                os.mkdir(f"{root}/{rel}")
+            done = len(members) - len(files)
+            for member, rel in files:  # one pread, one inflate, one write each
+                data = read_member(fd, member, label)
+                with open(f"{root}/{rel}", "wb") as out:
+                    out.write(data)
+                done += 1
+                if done % 256 == 0:
+                    progress(done, len(members))
                     check_stop()
+        except OSError as exc:
+            raise SourceError(f"cannot extract zip entry {rel!r}: {exc.strerror or exc}") from exc
+        finally:
+            os.close(fd)
+        progress(len(members), len(members))
         finish(partial)
     return dest
 
