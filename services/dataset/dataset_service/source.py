@@ -3,8 +3,8 @@
 - :func:`download` streams a URL to ``raw/downloads/`` (MD5 computed on the way, size limit,
   written under a temporary name and renamed once verified).
 - :func:`extract_zip` refuses absolute names, ``..`` escapes, links and special files, and
-  archives past ``max_bytes`` uncompressed (checked from the central directory *and* while
-  streaming, since headers can lie). It extracts into a hidden temporary folder and renames it
+  archives past ``max_bytes`` uncompressed (checked from the central directory, and each
+  entry's declared size and CRC-32 again as it is read, since headers can lie). It extracts into a hidden temporary folder and renames it
   into place, so a half-extracted tree never looks complete.
 - :func:`obtain_tree` ties it together for a request's source. An archive is read in place
   (:class:`dataset_service.tree.ZipTree`), and extracted only when the request asks for an
