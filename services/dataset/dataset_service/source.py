@@ -4,8 +4,9 @@
   written under a temporary name and renamed once verified).
 - :func:`extract_zip` refuses absolute names, ``..`` escapes, links and special files, and
   archives past ``max_bytes`` uncompressed (checked from the central directory, and each
-  entry's declared size and CRC-32 again as it is read, since headers can lie). It extracts into a hidden temporary folder and renames it
-  into place, so a half-extracted tree never looks complete.
+  entry's declared size and CRC-32 again as it is read, since headers can lie). It extracts
+  into a hidden temporary folder and renames it into place, so a half-extracted tree never
+  looks complete.
 - :func:`obtain_tree` ties it together for a request's source. An archive is read in place
   (:class:`dataset_service.tree.ZipTree`), and extracted only when the request asks for an
   ImageFolder tree: once per archive (``raw/extracted/archive-<md5>/``, shared by every dataset
