@@ -62,7 +62,7 @@ def fit(paths: RunPaths, ctx, order: str) -> keras.Model:
 
 
 @pytest.mark.parametrize(
-    ("stop_after", "order"), itertools.product([6, 8], ["as listed", "reversed"])
+    ("stop_after", "order"), list(itertools.product([6, 8], ["as listed", "reversed"]))
 )
 def test_a_stop_gives_the_same_run_folder_in_either_order(tmp_path, stop_after, order):
     paths = RunPaths(tmp_path / "run")
