@@ -68,10 +68,10 @@ class _Context:
         ``metrics`` are written with the phase, at once (not throttled): what the phase's
         name says and what the metrics say change together.
         """
-        self._start_phase(name, total, unit, metrics or {})
+        self._start_phase(name, total, unit, metrics)
         self.log.info("phase %s%s", name, f" ({total} {unit})" if total is not None else "")
 
-    def _start_phase(self, name: str, total: int | None, unit: str, metrics: dict) -> None:
+    def _start_phase(self, name: str, total: int | None, unit: str, metrics: dict | None) -> None:
         raise NotImplementedError
 
     @property
@@ -147,10 +147,10 @@ class JobContext(_Context):
 
     # -- reporting -------------------------------------------------------------------------
 
-    def _start_phase(self, name: str, total: int | None, unit: str, metrics: dict) -> None:
+    def _start_phase(self, name: str, total: int | None, unit: str, metrics: dict | None) -> None:
         self.flush()
         self._total = total
-        self._store.set_phase(self.job_id, name, total, unit, metrics or None)
+        self._store.set_phase(self.job_id, name, total, unit, metrics)
 
     def progress(self, done: int, total: int | None = None) -> None:
         """Report ``done`` items of the phase (throttled; the final ``done == total`` is kept)."""
@@ -202,10 +202,10 @@ class LocalContext(_Context):
         self.latest_result: dict[str, Any] | None = None
         self._stop = threading.Event()
 
-    def _start_phase(self, name: str, total: int | None, unit: str, metrics: dict) -> None:
+    def _start_phase(self, name: str, total: int | None, unit: str, metrics: dict | None) -> None:
         self.phases.append(name)
         self.done, self.total = 0, total
-        self.latest_metrics.update(metrics)
+        self.latest_metrics.update(metrics or {})
 
     def progress(self, done: int, total: int | None = None) -> None:
         self.done = done
