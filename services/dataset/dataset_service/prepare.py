@@ -31,7 +31,7 @@ from dataset_service.publish import open_staging, publish
 from dataset_service.reorganize import locate_val, reorganize, sorted_val_rel
 from dataset_service.source import obtain_tree
 from dataset_service.tfds_meta import (
-    import_in_background,
+    import_tfds,
     remove_tfds_metadata,
     write_tfds_metadata,
 )
@@ -218,7 +218,6 @@ def prepare(
         unmark_ready(out)
 
         every = [t for split_tasks in tasks.values() for t in split_tasks]
-        import_in_background()  # needed by the metadata phase
         rep.phase("write", total=sum(len(t.items) for t in every), unit="images")
         written = write_shards(
             every,
@@ -227,6 +226,7 @@ def prepare(
             pool=pool,
             progress=rep.progress,
             check_stop=rep.check_stop,
+            meanwhile=import_tfds,  # needed by the metadata phase
         )
         by_file = {r.file_name: r for r in written}
         results = {split: [by_file[t.file_name] for t in ts] for split, ts in tasks.items()}

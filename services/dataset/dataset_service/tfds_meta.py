@@ -7,7 +7,6 @@ class label in wnids.txt order, wnid and file name as text); the test split stor
 from __future__ import annotations
 
 import importlib
-import threading
 from pathlib import Path
 
 from shard_format.metadata import DatasetMetadata
@@ -27,14 +26,11 @@ LABELS_FILE_SUFFIX = ".labels.txt"
 HOMEPAGE = "http://cs231n.stanford.edu/"
 
 
-def import_in_background() -> threading.Thread:
-    """Start importing TFDS in a thread (most of a second): the prepare process only waits
-    while its writer processes run, so the metadata phase later finds it imported."""
-    thread = threading.Thread(
-        target=importlib.import_module, args=("tensorflow_datasets",), daemon=True
-    )
-    thread.start()
-    return thread
+def import_tfds() -> None:
+    """Import TFDS (most of a second). The prepare calls it while its writer processes run,
+    in its own main thread (an import in a second thread once hung a prepare), so that the
+    metadata phase finds it imported."""
+    importlib.import_module("tensorflow_datasets")
 
 
 def tfds_features(wnids: list[str]):

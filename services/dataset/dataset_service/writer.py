@@ -446,12 +446,14 @@ def write_shards(
     pool: WriterPool | None = None,
     progress: Progress | None = None,
     check_stop: Callable[[], None] | None = None,
+    meanwhile: Callable[[], None] | None = None,
 ) -> list[ShardResult]:
     """Write every task's shard (keeping verified ones) and return results in task order.
 
     In ``pool`` (or in a pool of ``processes`` made for the call); with no pool processes, or
     a single shard to write, in this process (tests, tiny datasets). On any error or stop, the
-    pool is killed and temp files are removed.
+    pool is killed and temp files are removed. ``meanwhile()`` runs once in this process, while
+    the pool writes (after the shards, without one).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -476,9 +478,9 @@ def write_shards(
     try:
         if pool is None and processes > 1 and len(todo) > 1:
             with WriterPool(min(processes, len(todo))) as own:
-                _write_in_pool(todo, out_dir, own, results, reported, check_stop)
+                _write_in_pool(todo, out_dir, own, results, reported, check_stop, meanwhile)
         elif pool is not None and pool.executor is not None and len(todo) > 1:
-            _write_in_pool(todo, out_dir, pool, results, reported, check_stop)
+            _write_in_pool(todo, out_dir, pool, results, reported, check_stop, meanwhile)
         else:
             for task in todo:
                 if check_stop is not None:
@@ -490,6 +492,8 @@ def write_shards(
                         check_stop()
 
                 results[task.file_name] = write_shard(task, str(out_dir), report)
+            if meanwhile is not None:
+                meanwhile()
     except BaseException:
         for path in out_dir.iterdir():
             if _TMP_RE.search(path.name):
@@ -505,6 +509,7 @@ def _write_in_pool(
     results: dict[str, ShardResult],
     reported: Callable[[str, int], None],
     check_stop: Callable[[], None] | None,
+    meanwhile: Callable[[], None] | None = None,
 ) -> None:
     executor, progress_queue = pool.executor, pool.queue
     assert executor is not None
@@ -520,6 +525,8 @@ def _write_in_pool(
     sizes = {t.file_name: len(t.items) for t in todo}
     try:
         pending: set[Future] = {executor.submit(write_shard, t, str(out_dir)) for t in todo}
+        if meanwhile is not None:
+            meanwhile()
         while pending:
             finished, pending = wait(pending, timeout=POLL_S, return_when=FIRST_COMPLETED)
             drain()
