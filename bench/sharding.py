@@ -49,6 +49,7 @@ from bench.data import (
     run_script,
     scratch_root,
 )
+from jobkit.worker import LocalContext
 
 SECTION = "sharding"
 DEFAULT_FRACTIONS = (0.1, 0.25, 0.5, 1.0)
@@ -60,31 +61,19 @@ TMPFS = Path("/dev/shm")
 # --------------------------------------------------------------------------- child processes
 
 
-class TimingReporter:
-    """A prepare reporter that records when every phase starts (and ignores progress)."""
+class TimingReporter(LocalContext):
+    """The job context outside a job (``jobkit.worker.LocalContext``), also recording when
+    every phase starts."""
 
     def __init__(self) -> None:
         import logging
 
-        self.log = logging.getLogger("bench.sharding")
+        super().__init__(logging.getLogger("bench.sharding"))
         self.marks: list[tuple[str, float]] = [("start", time.perf_counter())]
-        self.latest_metrics: dict[str, Any] = {}
 
-    def phase(self, name: str, total: int | None = None, unit: str = "items") -> None:
+    def _start_phase(self, name: str, total: int | None, unit: str, metrics: dict | None) -> None:
         self.marks.append((name, time.perf_counter()))
-
-    def progress(self, done: int, total: int | None = None) -> None:
-        pass
-
-    def metrics(self, values: dict[str, Any]) -> None:
-        self.latest_metrics.update(values)
-
-    def check_stop(self) -> None:
-        pass
-
-    @property
-    def should_stop(self) -> bool:
-        return False
+        super()._start_phase(name, total, unit, metrics)
 
     def durations(self, end: float) -> dict[str, float]:
         """Seconds per phase; ``start`` is the time before the first reported phase."""
