@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from jobkit.files import atomic_write_json
+from datavolume.files import atomic_write_json
 
 
 def main(argv: list[str]) -> int:

@@ -30,7 +30,7 @@ from typing import Any
 
 import psutil
 
-from jobkit.files import atomic_write_text
+from datavolume.files import atomic_write_text
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"

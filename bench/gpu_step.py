@@ -6,7 +6,7 @@
 The GPU machine has JAX but no TensorFlow, so this measures the model and the training step
 alone, with the data already in memory (what the decoded-uint8 cache gives the trainer):
 
-- ``trainer``: the trainer's own step: ``trainer_service.training.loop.build_model`` (uint8
+- ``trainer``: the trainer's own step: ``trainer_service.engine.train.build_model`` (uint8
   input, ``Preprocess`` layer standardizing and flipping on the device) compiled by
   ``compile_model`` (SGD momentum + the epoch schedule, L2 weight decay, sparse cross-entropy,
   top-1 and top-5 metrics), mixed bfloat16, XLA, ``steps_per_execution`` as resolved for a GPU,
@@ -38,17 +38,17 @@ from pathlib import Path
 os.environ.setdefault("KERAS_BACKEND", "jax")
 sys.path[:0] = [
     str(Path(__file__).resolve().parent.parent / p)
-    for p in ("shared", "services/jobkit", "services/trainer")
+    for p in (".", "shared/shard_format", "shared/datavolume", "shared/jobkit", "services/trainer")
 ]
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from trainer_service.model.report import count_macs, iter_leaf_layers  # noqa: E402
+from bench.model_cost import count_macs, leaf_layers  # noqa: E402
+from trainer_service.engine.runtime import resolve_runtime  # noqa: E402
+from trainer_service.engine.train import build_model, compile_model  # noqa: E402
 from trainer_service.model.resnet import build_resnet  # noqa: E402
-from trainer_service.training.config import TrainConfig  # noqa: E402
-from trainer_service.training.loop import build_model, compile_model  # noqa: E402
-from trainer_service.training.runtime import resolve_runtime  # noqa: E402
+from trainer_service.runs.config import TrainConfig  # noqa: E402
 
 CLASSES = 200
 # (variant, width, batch, steps_per_execution or None for the trainer's "auto"), most important
@@ -173,7 +173,7 @@ def activation_bytes_per_image(model) -> int:
     keeping a tensor on chip, which 64x64 maps of 64+ channels per image do not fit.
     """
     elements = 0
-    for _layer, shape in iter_leaf_layers(model):
+    for _layer, shape in leaf_layers(model):
         size = 1
         for d in shape[1:]:
             size *= int(d)

@@ -91,9 +91,9 @@ def child_prepare(
     Nothing is imported beforehand: the job's own imports (its writer processes' modules, TFDS
     for the metadata) count, as they do in the service's worker.
     """
-    from dataset_service.config import Settings
     from dataset_service.models import PrepareRequest, ZipSource
     from dataset_service.prepare import prepare
+    from dataset_service.settings import Settings
 
     root = Path(data_root)
     root.mkdir(parents=True, exist_ok=True)
@@ -133,9 +133,9 @@ def child_prepare(
 
 def child_project_train(tree: str, out_dir: str, processes: int = 0) -> dict:
     """The project's writer on the train split only (listing, planning and writing timed)."""
-    from dataset_service.config import Settings
     from dataset_service.layout import validate
     from dataset_service.prepare import split_items
+    from dataset_service.settings import Settings
     from dataset_service.writer import default_processes, plan_split, shard_count_for, write_shards
     from shard_format.schema import TRAIN
 

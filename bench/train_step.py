@@ -11,7 +11,7 @@ process per width and input source):
 
 * **in-memory**: one fixed uint8 batch repeated: the step alone;
 * **pipeline**: the trainer's own train pipeline over the prepared shards
-  (``trainer_service.training.data.input_pipelines``): the step fed as in a real run.
+  (``trainer_service.engine.data.input_pipelines``): the step fed as in a real run.
 
 Then the same train pipeline alone (no model), one epoch from the shards and one cached, on the
 same CPU cores: how many images/s it can deliver against how many the step consumes.
@@ -50,9 +50,9 @@ def trainer_model(width: int, batch_size: int, steps_per_epoch: int, seed: int =
     """(compiled model, config, runtime description) exactly as the trainer builds them."""
     import keras
 
-    from trainer_service.training.config import TrainConfig
-    from trainer_service.training.loop import build_model, compile_model
-    from trainer_service.training.runtime import resolve_runtime
+    from trainer_service.engine.runtime import resolve_runtime
+    from trainer_service.engine.train import build_model, compile_model
+    from trainer_service.runs.config import TrainConfig
 
     config = TrainConfig(dataset=DATASET_NAME, width=width, batch_size=batch_size, seed=seed)
     runtime = resolve_runtime(config)
@@ -81,7 +81,7 @@ def child_step(
 
     total = warmup + steps * windows
     if source == PIPELINE:
-        from trainer_service.training.data import input_pipelines, load_dataset
+        from trainer_service.engine.data import input_pipelines, load_dataset
 
         folder, metadata = load_dataset(Path(data_root), DATASET_NAME)
         steps_per_epoch = metadata.split("train").num_records // batch_size
@@ -129,8 +129,8 @@ def child_pipeline(data_root: str, batch_size: int, epochs: int = 2) -> dict:
 
     import tensorflow  # noqa: F401
 
-    from trainer_service.training.config import TrainConfig
-    from trainer_service.training.data import input_pipelines, load_dataset
+    from trainer_service.engine.data import input_pipelines, load_dataset
+    from trainer_service.runs.config import TrainConfig
 
     folder, metadata = load_dataset(Path(data_root), DATASET_NAME)
     config = TrainConfig(dataset=DATASET_NAME, batch_size=batch_size)

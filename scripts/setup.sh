@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create .venv (Python >= 3.11) and install the pinned development environment plus the project's
-# five packages in editable mode. Re-running is cheap: it reinstalls only when the lock changed.
+# six packages in editable mode (the libraries in shared/, the services, the client). Re-running is cheap: it reinstalls only when the lock changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,12 +17,14 @@ fi
 
 [[ -x .venv/bin/python ]] || "$python" -m venv .venv
 stamp=.venv/.installed-lock
-want=$(cat requirements/dev.lock shared/pyproject.toml services/*/pyproject.toml | sha256sum | cut -d' ' -f1)
+want=$(cat requirements/dev.lock shared/*/pyproject.toml services/*/pyproject.toml client/pyproject.toml \
+  | sha256sum | cut -d' ' -f1)
 if [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
   echo "setup: installing the pinned environment into .venv (first run takes a few minutes)"
   .venv/bin/python -m pip install --quiet --upgrade pip
   .venv/bin/python -m pip install --quiet -r requirements/dev.lock
   .venv/bin/python -m pip install --quiet --no-deps \
-    -e shared -e services/jobkit -e services/dataset -e services/trainer -e services/client
+    -e shared/shard_format -e shared/datavolume -e shared/jobkit \
+    -e services/dataset -e services/trainer -e client
   echo "$want" > "$stamp"
 fi

@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from dataset_service.config import DEFAULT_PORT as DATASET_PORT
+from dataset_service.settings import DEFAULT_PORT as DATASET_PORT
 from tests.client.conftest import DATASET, TINY_RUN, Live
 from tests.docker.test_compose import render
 from tin_client import ApiError, DatasetClient, TrainerClient
@@ -17,7 +17,7 @@ from tin_client.client import (
     _new_text,
     retry_after_s,
 )
-from trainer_service.config import DEFAULT_PORT as TRAINER_PORT
+from trainer_service.settings import DEFAULT_PORT as TRAINER_PORT
 
 pytestmark = pytest.mark.slow
 

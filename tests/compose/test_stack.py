@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from shard_format.schema import METADATA_FILE, dataset_dir
+from datavolume import DataRoot
+from shard_format.schema import METADATA_FILE
 from tests.compose.stack import SERVICES, Stack
-from trainer_service.training.checkpoints import RUNS_DIR
+from trainer_service.runs.checkpoints import RUNS_DIR
 
 pytestmark = pytest.mark.slow
 
@@ -119,7 +120,7 @@ def test_the_run_shows_in_tensorboard_and_its_files_are_readable(stack: Stack):
         user="65534",
     )  # fmt: skip
     assert unreadable.strip() == ""
-    metadata = dataset_dir(Path("/data"), DATASET) / METADATA_FILE
+    metadata = DataRoot(Path("/data")).dataset(DATASET) / METADATA_FILE
     assert DATASET in stack.exec("tensorboard", "cat", str(metadata), user="65534")
     run_dir = f"/data/{RUNS_DIR}/{run['id']}"
     for name in ("model.keras", "history.png", "history.csv"):

@@ -17,10 +17,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from dataset_service.config import Settings
 from dataset_service.layout_names import VAL_ANNOTATIONS, VAL_DIR
+from dataset_service.settings import Settings
 from dataset_service.synthetic import SyntheticSpec
-from shard_format.schema import METADATA_FILE, dataset_dir
+from datavolume import DataRoot
+from shard_format.schema import METADATA_FILE
 
 #: Small enough for a test: 80 train, 20 val, 10 test images.
 SMALL = {"classes": 4, "train_per_class": 20, "val_per_class": 5, "test_images": 10, "seed": 0}
@@ -68,7 +69,7 @@ def read_split(folder: Path, paths: list[Path]) -> list[dict]:
 def read_dataset_records(data_root: Path, name: str) -> dict[str, list[dict]]:
     from shard_format.metadata import load_metadata
 
-    folder = dataset_dir(data_root, name)
+    folder = DataRoot(data_root).dataset(name)
     metadata = load_metadata(folder)
     return {s: read_split(folder, metadata.shard_paths(folder, s)) for s in metadata.splits}
 
@@ -133,7 +134,7 @@ def metadata_without_time(folder: Path) -> dict:
 
 
 def is_ready(data_root: Path, name: str) -> bool:
-    return (dataset_dir(data_root, name) / METADATA_FILE).exists()
+    return (DataRoot(data_root).dataset(name) / METADATA_FILE).exists()
 
 
 def write_zip(path: Path, entries: list[tuple[zipfile.ZipInfo | str, bytes]]) -> Path:
@@ -180,3 +181,10 @@ def wait_for(predicate, timeout_s: float = 120.0, interval_s: float = 0.05):
         if time.monotonic() > deadline:
             raise TimeoutError(f"condition not met within {timeout_s} s")
         time.sleep(interval_s)
+
+
+def obtain(source, name: str, settings: Settings, reporter, **kwargs):
+    """``obtain_tree`` as ``prepare`` calls it with these settings."""
+    from dataset_service.source import obtain_tree
+
+    return obtain_tree(source, name, settings.volume, reporter, settings.source_limits, **kwargs)

@@ -17,8 +17,9 @@ from dataset_service.main import create_app
 from dataset_service.models import PrepareRequest
 from dataset_service.prepare import prepare
 from dataset_service.source import md5_file
+from datavolume import DataRoot
 from jobkit.store import JobStore
-from shard_format.schema import METADATA_FILE, dataset_dir
+from shard_format.schema import METADATA_FILE
 from tests.dataset.support import (
     SMALL,
     SMALL_SPEC,
@@ -329,7 +330,7 @@ def test_each_bad_input_fails_readably_and_leaves_nothing_ready(data_root, prist
             assert "extracted" not in job["error"]["message"], (name, job["error"])
             assert str(data_root) not in job["error"]["message"], (name, job["error"])
             assert job["error"]["type"] in ("invalid_input", "source_error"), job["error"]
-            assert not (dataset_dir(data_root, name) / METADATA_FILE).exists(), name
+            assert not (DataRoot(data_root).dataset(name) / METADATA_FILE).exists(), name
         assert client.get("/v1/datasets").json()["items"] == []
     assert not (data_root / "evil.txt").exists() and not (data_root / "raw" / "evil.txt").exists()
 
@@ -342,7 +343,7 @@ def test_orphaned_job_is_interrupted_at_startup_and_resumed_by_posting_again(dat
     request = PrepareRequest(name="resume", source=SYNTHETIC)
     # A previous run wrote everything, then "crashed" before its metadata and two shards.
     prepare(request, settings)
-    folder = dataset_dir(data_root, "resume")
+    folder = DataRoot(data_root).dataset("resume")
     (folder / METADATA_FILE).unlink()
     shards = sorted(p for p in folder.iterdir() if ".tfrecord-" in p.name)
     for victim in shards[:2]:

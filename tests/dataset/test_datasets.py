@@ -3,18 +3,21 @@ import shutil
 import pytest
 
 from dataset_service.datasets import get_dataset, list_datasets
-from shard_format.schema import METADATA_FILE, dataset_dir
+from datavolume import DataRoot
+from shard_format.schema import METADATA_FILE
 
 
 @pytest.fixture
 def volume(reference, tmp_path):
     """A volume with the reference dataset, a folder being written and a broken one."""
     root, metadata = reference
-    shutil.copytree(dataset_dir(root, metadata.name), dataset_dir(tmp_path, metadata.name))
-    dataset_dir(tmp_path, "half-written").mkdir()  # no metadata: not (yet) a dataset
-    dataset_dir(tmp_path, "broken").mkdir()
-    (dataset_dir(tmp_path, "broken") / METADATA_FILE).write_text("{not json")
-    return tmp_path, metadata
+    shutil.copytree(
+        DataRoot(root).dataset(metadata.name), DataRoot(tmp_path).dataset(metadata.name)
+    )
+    DataRoot(tmp_path).dataset("half-written").mkdir()  # no metadata: not (yet) a dataset
+    DataRoot(tmp_path).dataset("broken").mkdir()
+    (DataRoot(tmp_path).dataset("broken") / METADATA_FILE).write_text("{not json")
+    return DataRoot(tmp_path), metadata
 
 
 def test_lists_ready_datasets_with_split_counts(volume):
@@ -39,4 +42,4 @@ def test_get_dataset(volume):
 
 
 def test_empty_volume(tmp_path):
-    assert list_datasets(tmp_path) == []
+    assert list_datasets(DataRoot(tmp_path)) == []

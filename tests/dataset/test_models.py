@@ -1,8 +1,8 @@
 import pytest
 from pydantic import ValidationError
 
-from dataset_service.config import OFFICIAL_MD5, OFFICIAL_URL
 from dataset_service.models import PrepareRequest, SyntheticSource, UrlSource, ZipSource
+from dataset_service.settings import OFFICIAL_MD5, OFFICIAL_URL
 
 
 def test_defaults_download_the_official_archive():

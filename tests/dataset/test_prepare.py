@@ -7,17 +7,17 @@ import sys
 
 import pytest
 
-from dataset_service.config import get_settings
 from dataset_service.datasets import list_datasets
 from dataset_service.errors import BadImage, LayoutError, ShardCountError
 from dataset_service.models import PrepareRequest
 from dataset_service.prepare import prepare, result_of, run_prepare
-from dataset_service.publish import staging_dir
+from dataset_service.settings import get_settings
 from dataset_service.writer import STATE_DIR
+from datavolume import DataRoot
 from jobkit.errors import JobFailed
 from jobkit.worker import LocalContext
 from shard_format.metadata import load_metadata
-from shard_format.schema import METADATA_FILE, dataset_dir
+from shard_format.schema import METADATA_FILE
 from tests.conftest import REPO_ROOT
 from tests.dataset.support import (
     SMALL,
@@ -41,7 +41,7 @@ def test_records_match_the_source_images_one_for_one(reference, pristine):
 
 def test_metadata_describes_the_dataset(reference, pristine):
     root, metadata = reference
-    assert load_metadata(dataset_dir(root, metadata.name)) == metadata
+    assert load_metadata(DataRoot(root).dataset(metadata.name)) == metadata
     assert metadata.wnids() == (pristine / "wnids.txt").read_text().split()
     assert all(c.words for c in metadata.classes)
     assert {s: v.num_records for s, v in metadata.splits.items()} == {
@@ -55,7 +55,7 @@ def test_metadata_describes_the_dataset(reference, pristine):
         metadata.provenance.source
     )
     assert len(metadata.provenance.re_encoded) >= 3 and metadata.provenance.skipped == []
-    result = result_of(metadata, make_settings(root))
+    result = result_of(metadata, DataRoot(root))
     assert result["path"] == "datasets/tiny-imagenet-200"
     assert result["splits"] == {"train": 80, "val": 20, "test": 10}
     assert result["re_encoded"] == len(metadata.provenance.re_encoded)
@@ -75,7 +75,7 @@ def test_rerun_reuses_every_shard_and_gives_the_same_dataset(reference, data_roo
     settings = make_settings(data_root)
     request = PrepareRequest(source=SYNTHETIC)
     prepare(request, settings)
-    folder = dataset_dir(data_root, request.name)
+    folder = DataRoot(data_root).dataset(request.name)
     first = metadata_without_time(folder)
     reporter = LocalContext()
     prepare(request, settings, reporter)
@@ -83,7 +83,7 @@ def test_rerun_reuses_every_shard_and_gives_the_same_dataset(reference, data_roo
     assert "generate" not in reporter.phases
     assert metadata_without_time(folder) == first
     ref_root, ref = reference
-    assert shard_hashes(folder) == shard_hashes(dataset_dir(ref_root, ref.name))
+    assert shard_hashes(folder) == shard_hashes(DataRoot(ref_root).dataset(ref.name))
 
 
 def test_folder_source_gives_the_same_shards(reference, pristine, data_root):
@@ -92,8 +92,8 @@ def test_folder_source_gives_the_same_shards(reference, pristine, data_root):
         PrepareRequest(source={"kind": "folder", "path": "mine"}), make_settings(data_root)
     )
     ref_root, ref = reference
-    folder = dataset_dir(data_root, metadata.name)
-    assert shard_hashes(folder) == shard_hashes(dataset_dir(ref_root, ref.name))
+    folder = DataRoot(data_root).dataset(metadata.name)
+    assert shard_hashes(folder) == shard_hashes(DataRoot(ref_root).dataset(ref.name))
     assert (data_root / "mine" / pristine.name / "val" / ref.wnids()[0] / "images").is_dir()
 
 
@@ -111,7 +111,7 @@ def test_truncated_image_fails_with_its_path_and_leaves_nothing_ready(pristine, 
     with pytest.raises(BadImage, match=rel):
         prepare(request, make_settings(data_root))
     assert not is_ready(data_root, "bad")
-    assert not (dataset_dir(data_root, "bad") / "dataset_info.json").exists()
+    assert not (DataRoot(data_root).dataset("bad") / "dataset_info.json").exists()
 
 
 def test_skip_bad_images_leaves_them_out_and_reports_them(pristine, data_root):
@@ -123,14 +123,14 @@ def test_skip_bad_images_leaves_them_out_and_reports_them(pristine, data_root):
     assert metadata.splits["train"].num_records == SMALL_SPEC.train_total - 1
     assert len(metadata.provenance.skipped) == 1
     assert metadata.provenance.skipped[0].startswith(f"{rel}: cannot decode image")
-    assert result_of(metadata, make_settings(data_root))["skipped"] == metadata.provenance.skipped
+    assert result_of(metadata, DataRoot(data_root))["skipped"] == metadata.provenance.skipped
     assert is_ready(data_root, "skip")
 
 
 def test_a_failed_re_prepare_leaves_the_good_dataset_as_it_was(data_root):
     settings = make_settings(data_root)
     good = prepare(PrepareRequest(name="d", source=SYNTHETIC), settings)
-    folder = dataset_dir(data_root, "d")
+    folder = DataRoot(data_root).dataset("d")
     before = shard_hashes(folder)
     reader_sees = folder.resolve()  # where a run that started now reads (the trainer resolves)
     # Fails before writing (bad input): the existing, complete dataset stays ready.
@@ -146,7 +146,7 @@ def test_a_failed_re_prepare_leaves_the_good_dataset_as_it_was(data_root):
         prepare(PrepareRequest(name="d", source=SYNTHETIC, shards={"test": 2}), settings)
     assert is_ready(data_root, "d")
     assert load_metadata(folder) == good and shard_hashes(folder) == before
-    assert [d.name for d in list_datasets(data_root)] == ["d"]
+    assert [d.name for d in list_datasets(DataRoot(data_root))] == ["d"]
     # Fixed, a new version is published; a reader of the old one still finds all its files.
     victim.write_bytes(original)
     new = prepare(PrepareRequest(name="d", source=SYNTHETIC, shards={"test": 2}), settings)
@@ -176,7 +176,7 @@ def test_layout_errors_fail_before_anything_is_written(pristine, data_root):
             PrepareRequest(name="l", source={"kind": "folder", "path": "mine"}),
             make_settings(data_root),
         )
-    assert not dataset_dir(data_root, "l").exists()
+    assert not DataRoot(data_root).dataset("l").exists()
 
 
 _SLOW_PREPARE = """
@@ -211,8 +211,8 @@ def _recorded(folder):
 def test_killed_mid_write_then_rerun_keeps_complete_shards_and_equals_an_uninterrupted_run(
     reference, data_root
 ):
-    folder = dataset_dir(data_root, "tiny-imagenet-200")
-    staging = staging_dir(data_root, "tiny-imagenet-200")  # where a prepare writes until done
+    folder = DataRoot(data_root).dataset("tiny-imagenet-200")
+    staging = DataRoot(data_root).staging("tiny-imagenet-200")  # where a prepare writes until done
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
     proc = subprocess.Popen(
         [sys.executable, "-c", _SLOW_PREPARE, str(data_root)],
@@ -227,7 +227,7 @@ def test_killed_mid_write_then_rerun_keeps_complete_shards_and_equals_an_uninter
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     ref_root, ref = reference
-    ref_folder = dataset_dir(ref_root, ref.name)
+    ref_folder = DataRoot(ref_root).dataset(ref.name)
     total = len(shard_hashes(ref_folder))
     complete = _recorded(staging)
     assert 3 <= len(complete) < total  # really killed mid-write
@@ -272,7 +272,7 @@ def test_job_function_records_the_result(env_settings, data_root):
     (result,) = ctx.results
     assert result["dataset"] == "j" and result["splits"]["val"] == SMALL_SPEC.val_total
     assert ctx.phases == ["generate", "validate", "reorganize", "plan", "write", "metadata"]
-    assert json.loads((dataset_dir(data_root, "j") / METADATA_FILE).read_text())["name"] == "j"
+    assert json.loads((DataRoot(data_root).dataset("j") / METADATA_FILE).read_text())["name"] == "j"
 
 
 def test_job_function_fails_readably_on_bad_input(env_settings, data_root):
@@ -299,10 +299,10 @@ def test_a_zip_is_read_in_place_into_the_same_shards(reference, pristine_zip, da
     assert reporter.phases == ["inspect", "validate", "reorganize", "plan", "write", "metadata"]
     assert not (data_root / "raw").exists()  # nothing extracted
     ref_root, ref = reference
-    folder = dataset_dir(data_root, metadata.name)
-    assert shard_hashes(folder) == shard_hashes(dataset_dir(ref_root, ref.name))
+    folder = DataRoot(data_root).dataset(metadata.name)
+    assert shard_hashes(folder) == shard_hashes(DataRoot(ref_root).dataset(ref.name))
     assert metadata.provenance.image_folder is None
-    assert result_of(metadata, settings)["image_folder"] is None
+    assert result_of(metadata, settings.volume)["image_folder"] is None
     assert metadata.provenance.source == "in/tiny.zip" and metadata.provenance.md5
 
 
@@ -321,8 +321,10 @@ def test_an_image_folder_is_made_once_per_archive_on_request(reference, pristine
     assert len(list((data_root / "raw" / "extracted").iterdir())) == 1
     ref_root, ref = reference
     for name in ("a", "b"):
-        hashes = shard_hashes(dataset_dir(data_root, name))
-        assert list(hashes.values()) == list(shard_hashes(dataset_dir(ref_root, ref.name)).values())
+        hashes = shard_hashes(DataRoot(data_root).dataset(name))
+        assert list(hashes.values()) == list(
+            shard_hashes(DataRoot(ref_root).dataset(ref.name)).values()
+        )
 
 
 def test_a_truncated_image_in_a_zip_fails_naming_it_in_the_archive(pristine, data_root, tmp_path):

@@ -8,10 +8,17 @@ import pytest
 from dataset_service.errors import ChecksumMismatch, SourceError, UnsafeArchive
 from dataset_service.layout_names import ROOT_DIR_NAME, WNIDS_FILE
 from dataset_service.models import FolderSource, SyntheticSource, UrlSource, ZipSource
-from dataset_service.source import MARKER_FILE, download, extract_zip, md5_file, obtain_tree
+from dataset_service.source import MARKER_FILE, download, extract_zip, md5_file
 from dataset_service.tree import ZipTree, checked_members, read_central_directory, read_member
 from jobkit.worker import LocalContext
-from tests.dataset.support import SMALL, make_settings, serve_directory, symlink_info, write_zip
+from tests.dataset.support import (
+    SMALL,
+    make_settings,
+    obtain,
+    serve_directory,
+    symlink_info,
+    write_zip,
+)
 
 
 def _md5(data: bytes) -> str:
@@ -242,7 +249,7 @@ def _zip_on_volume(pristine_zip, data_root, rel="raw/in.zip"):
 def test_zip_source_is_read_in_place(pristine, pristine_zip, data_root):
     source = _zip_on_volume(pristine_zip, data_root)
     reporter = LocalContext()
-    tree, facts = obtain_tree(source, "t", make_settings(data_root), reporter)
+    tree, facts = obtain(source, "t", make_settings(data_root), reporter)
     assert isinstance(tree, ZipTree) and tree.label == "raw/in.zip"
     assert facts == {"source": "raw/in.zip", "md5": md5_file(pristine_zip)}
     assert reporter.phases == ["inspect"]
@@ -257,7 +264,7 @@ def test_image_folder_is_extracted_once_per_archive_reorganized_and_reused(
     source = _zip_on_volume(pristine_zip, data_root)
     settings = make_settings(data_root)
     reporter = LocalContext()
-    tree, _ = obtain_tree(source, "t", settings, reporter, image_folder=True)
+    tree, _ = obtain(source, "t", settings, reporter, image_folder=True)
     md5 = md5_file(pristine_zip)
     assert tree.root == data_root / "raw" / "extracted" / f"archive-{md5}" / ROOT_DIR_NAME
     assert reporter.phases == ["inspect", "extract"]
@@ -266,7 +273,7 @@ def test_image_folder_is_extracted_once_per_archive_reorganized_and_reused(
     assert any((tree.root / "val" / wnid / "images").iterdir())
     stamp = (tree.root / WNIDS_FILE).stat().st_mtime_ns
     again = LocalContext()  # another dataset name, same archive: the same tree, not extracted
-    assert obtain_tree(source, "other", settings, again, image_folder=True)[0].root == tree.root
+    assert obtain(source, "other", settings, again, image_folder=True)[0].root == tree.root
     assert again.phases == ["inspect"]
     assert (tree.root / WNIDS_FILE).stat().st_mtime_ns == stamp
     assert [p.name for p in (data_root / "raw" / "extracted").iterdir()] == [f"archive-{md5}"]
@@ -276,7 +283,7 @@ def test_zip_source_with_wrong_md5_fails(pristine_zip, data_root):
     (data_root / "a.zip").write_bytes(pristine_zip.read_bytes())
     source = ZipSource(kind="zip", path="a.zip", md5="0" * 32)
     with pytest.raises(ChecksumMismatch):
-        obtain_tree(source, "t", make_settings(data_root), LocalContext())
+        obtain(source, "t", make_settings(data_root), LocalContext())
 
 
 def test_url_source_downloads_into_raw(pristine_zip, data_root):
@@ -285,7 +292,7 @@ def test_url_source_downloads_into_raw(pristine_zip, data_root):
             kind="url", url=f"{base}/{pristine_zip.name}", md5=md5_file(pristine_zip)
         )
         reporter = LocalContext()
-        root, facts = obtain_tree(source, "u", make_settings(data_root), reporter)
+        root, facts = obtain(source, "u", make_settings(data_root), reporter)
     assert reporter.phases == ["download", "inspect"]
     assert (data_root / "raw" / "downloads" / pristine_zip.name).is_file()
     assert root.read_text(WNIDS_FILE) and facts["md5"] == md5_file(pristine_zip)
@@ -293,7 +300,7 @@ def test_url_source_downloads_into_raw(pristine_zip, data_root):
 
 def test_folder_source_is_used_in_place(pristine, data_root):
     shutil.copytree(pristine, data_root / "mine" / ROOT_DIR_NAME)
-    root, facts = obtain_tree(
+    root, facts = obtain(
         FolderSource(kind="folder", path="mine"), "f", make_settings(data_root), LocalContext()
     )
     assert root.root == (data_root / "mine" / ROOT_DIR_NAME).resolve()
@@ -304,13 +311,13 @@ def test_synthetic_source_is_generated_once(data_root):
     settings = make_settings(data_root)
     source = SyntheticSource(kind="synthetic", **SMALL)
     reporter = LocalContext()
-    _, facts = obtain_tree(source, "s", settings, reporter)
+    _, facts = obtain(source, "s", settings, reporter)
     assert reporter.phases == ["generate"] and "classes=4" in facts["source"]
     again = LocalContext()
-    obtain_tree(source, "s", settings, again)
+    obtain(source, "s", settings, again)
     assert again.phases == []
     other = LocalContext()
-    obtain_tree(source.model_copy(update={"seed": 1}), "s", settings, other)
+    obtain(source.model_copy(update={"seed": 1}), "s", settings, other)
     assert other.phases == ["generate"]  # a different spec is generated afresh
 
 

@@ -3,13 +3,13 @@
 import tensorflow_datasets as tfds
 
 from dataset_service.tfds_meta import remove_tfds_metadata
-from shard_format.schema import dataset_dir
+from datavolume import DataRoot
 from tests.dataset.support import SMALL_SPEC
 
 
 def test_builder_from_directory_loads_every_split(reference):
     root, metadata = reference
-    folder = dataset_dir(root, metadata.name)
+    folder = DataRoot(root).dataset(metadata.name)
     builder = tfds.builder_from_directory(str(folder))
     assert builder.info.name == metadata.name == "tiny-imagenet-200"
     assert {name: s.num_examples for name, s in builder.info.splits.items()} == {

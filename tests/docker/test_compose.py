@@ -13,11 +13,12 @@ import re
 import subprocess
 
 import pytest
+from pydantic import ValidationError
 
-from dataset_service.config import Settings as DatasetSettings
-from jobkit.settings import DEFAULT_DATA_ROOT
+from dataset_service.settings import Settings as DatasetSettings
+from jobkit.settings import DEFAULT_DATA_ROOT, STOP_MARGIN_S
 from tests.conftest import REPO_ROOT
-from trainer_service.config import Settings as TrainerSettings
+from trainer_service.settings import Settings as TrainerSettings
 
 SERVICES = {"dataset": DatasetSettings, "trainer": TrainerSettings}
 CPU_OVERRIDE = REPO_ROOT / "docker" / "compose.cpu.yml"
@@ -107,11 +108,13 @@ def test_environment_names_exist_in_the_settings_class(compose, name):
 
 @pytest.mark.parametrize("name", SERVICES)
 def test_compose_forwards_only_what_the_host_sets(compose, name):
-    # Unset on the host: None, so the container gets the image's or the settings' default.
+    # Unset on the host: None, so the container gets the image's or the settings' default; but
+    # the token (empty: none) and the stop grace, which compose also needs for itself.
     environment = compose["services"][name]["environment"]
-    token = f"{env_prefix(SERVICES[name])}API_TOKEN"
-    assert {k: v for k, v in environment.items() if k != token} == dict.fromkeys(
-        set(environment) - {token}
+    prefix = env_prefix(SERVICES[name])
+    own = {f"{prefix}API_TOKEN", f"{prefix}STOP_GRACE_S"}
+    assert {k: v for k, v in environment.items() if k not in own} == dict.fromkeys(
+        set(environment) - own
     )
     # A bare name unset on the host reaches the engine as "unset": it would drop the image's ENV.
     image_env = set(re.findall(r"\b([A-Z][A-Z_]+)=", stage(name)))
@@ -145,7 +148,7 @@ def test_healthcheck_probes_the_service_port(name):
 
 
 def test_tensorboard_reads_the_trainers_runs_on_the_same_volume(compose):
-    from trainer_service.training.checkpoints import RUNS_DIR
+    from datavolume.layout import RUNS_DIR
 
     command = instruction_json(stage("tensorboard"), "CMD")
     logdir = command[command.index("--logdir") + 1]
@@ -158,14 +161,34 @@ def test_tensorboard_reads_the_trainers_runs_on_the_same_volume(compose):
     )
 
 
-def test_trainer_gets_a_gpu_and_time_to_checkpoint(compose):
+def test_trainer_gets_a_gpu_and_neither_service_waits_for_the_other(compose):
     trainer = compose["services"]["trainer"]
     (device,) = trainer["deploy"]["resources"]["reservations"]["devices"]
     assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
-    grace = TrainerSettings.model_fields["cancel_grace_s"].default
-    stop_grace_s = duration_s(trainer["stop_grace_period"])
-    assert stop_grace_s > grace
-    assert trainer["depends_on"]["dataset"]["condition"] == "service_healthy"
+    # They meet only through the volume: a dataset restart must not hold the trainer back.
+    assert all("depends_on" not in service for service in compose["services"].values())
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_the_container_gives_a_stopped_worker_its_grace(name):
+    """The service is told the container's stop grace and refuses to start when the workers'
+    cancel grace does not fit in it, whatever the host sets."""
+    prefix = env_prefix(SERVICES[name])
+
+    def settings(**host_env):
+        service = render(env=host_env)["services"][name]
+        env = {k: v for k, v in service["environment"].items() if v is not None}
+        stop_grace_s = duration_s(service["stop_grace_period"])
+        assert float(env[f"{prefix}STOP_GRACE_S"]) == stop_grace_s  # one value for both
+        fields = {k.removeprefix(prefix).lower(): v for k, v in env.items()}
+        return SERVICES[name](**fields)
+
+    default = settings()
+    assert default.cancel_grace_s + STOP_MARGIN_S <= default.stop_grace_s
+    longer = settings(**{f"{prefix}CANCEL_GRACE_S": "500", f"{prefix}STOP_GRACE_S": "600"})
+    assert (longer.cancel_grace_s, longer.stop_grace_s) == (500, 600)
+    with pytest.raises(ValidationError, match="must be at least 10 s shorter than stop_grace_s"):
+        settings(**{f"{prefix}CANCEL_GRACE_S": "500"})
 
 
 def test_cpu_override_builds_the_cpu_trainer_without_the_gpu_reservation(compose):

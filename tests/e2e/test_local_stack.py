@@ -12,9 +12,9 @@ import signal
 import httpx
 import pytest
 
+from datavolume import DataRoot
 from scripts.run_local import parse_args, run_pipeline, running_services
 from shard_format.metadata import load_metadata
-from shard_format.schema import dataset_dir
 
 TOKEN = "e2e-s3cret-token"
 SMALL = [
@@ -47,7 +47,7 @@ def test_prepare_train_and_collect_results(tmp_path, token):
         assert service.process.returncode in (0, -signal.SIGTERM)
         assert "Application shutdown complete" in service.log_path.read_text()
 
-    assert (dataset_dir(tmp_path, args.dataset) / "shard_format.json").is_file()
+    assert (DataRoot(tmp_path).dataset(args.dataset) / "shard_format.json").is_file()
     run = out["run"]
     assert run["state"] == "succeeded"
     assert [row["epoch"] for row in out["history"]] == [1, 2]
@@ -59,7 +59,7 @@ def test_prepare_train_and_collect_results(tmp_path, token):
     assert list((run_dir / "tensorboard").rglob("events.out.tfevents.*"))
     predictions = (run_dir / "predictions.txt").read_text().splitlines()
     assert len(predictions) == 8
-    wnids = set(load_metadata(dataset_dir(tmp_path, args.dataset)).wnids())
+    wnids = set(load_metadata(DataRoot(tmp_path).dataset(args.dataset)).wnids())
     for line in predictions:
         file_name, wnid = line.split(" ")
         assert file_name.startswith("test_") and file_name.endswith(".JPEG")

@@ -197,8 +197,8 @@ def test_the_openapi_spec_says_problem_json_for_every_error(service, tmp_path):
     from jobkit.problems import PROBLEM_JSON
 
     main = importlib.import_module(f"{service}_service.main")
-    config = importlib.import_module(f"{service}_service.config")
-    spec = main.create_app(config.Settings(data_root=tmp_path)).openapi()
+    settings = importlib.import_module(f"{service}_service.settings")
+    spec = main.create_app(settings.Settings(data_root=tmp_path)).openapi()
     assert "HTTPValidationError" not in spec["components"]["schemas"]
     for path, operations in spec["paths"].items():
         for method, operation in operations.items():

@@ -21,11 +21,12 @@ from tests.conftest import REPO_ROOT
 
 #: installable package -> (its folder, the import package inside it)
 PACKAGES = {
-    "shard-format": (REPO_ROOT / "shared", "shard_format"),
-    "jobkit": (REPO_ROOT / "services" / "jobkit", "jobkit"),
+    "shard-format": (REPO_ROOT / "shared" / "shard_format", "shard_format"),
+    "datavolume": (REPO_ROOT / "shared" / "datavolume", "datavolume"),
+    "jobkit": (REPO_ROOT / "shared" / "jobkit", "jobkit"),
     "dataset-service": (REPO_ROOT / "services" / "dataset", "dataset_service"),
     "trainer-service": (REPO_ROOT / "services" / "trainer", "trainer_service"),
-    "tin-client": (REPO_ROOT / "services" / "client", "tin_client"),
+    "tin-client": (REPO_ROOT / "client", "tin_client"),
 }
 #: image lock -> the project's packages the image installs on top of it
 IMAGES = {

@@ -18,7 +18,7 @@ TINY = {"dataset": TOY, "width": 8, "levels": [1], "batch_size": 16, "export_sav
 
 
 def tiny_config(**overrides: Any):
-    from trainer_service.training.config import TrainConfig
+    from trainer_service.runs.config import TrainConfig
 
     return TrainConfig(**{**TINY, "epochs": 2, **overrides})
 

@@ -14,17 +14,18 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from datavolume import DataRoot
+from datavolume.runs import RunFolder
 from jobkit.models import JobError, JobState
 from jobkit.problems import PROBLEM_JSON
 from jobkit.runner import JobRunner
 from jobkit.store import JobStore
-from shard_format.schema import METADATA_FILE, dataset_dir
+from shard_format.schema import METADATA_FILE
 from tests.trainer.support import TINY, TOY
-from trainer_service.config import Settings
 from trainer_service.main import create_app
-from trainer_service.training import checkpoints
-from trainer_service.training.files import RunPaths
-from trainer_service.training.history import append_epoch, read_history
+from trainer_service.runs import checkpoints
+from trainer_service.runs.history import append_epoch, read_history
+from trainer_service.settings import Settings
 
 TOKEN = "s3cret"
 
@@ -154,9 +155,9 @@ def test_unknown_dataset_is_a_422_on_the_dataset_field(api: Offline):
 
 
 def test_foreign_schema_version_is_a_422(api: Offline):
-    folder = dataset_dir(api.data_root, "old")
+    folder = DataRoot(api.data_root).dataset("old")
     folder.mkdir(parents=True)
-    raw = json.loads((dataset_dir(api.data_root, TOY) / METADATA_FILE).read_text())
+    raw = json.loads((DataRoot(api.data_root).dataset(TOY) / METADATA_FILE).read_text())
     (folder / METADATA_FILE).write_text(json.dumps({**raw, "schema_version": 99}))
     body = problem(api.client.post("/v1/runs", json={**TINY, "dataset": "old"}), 422)
     assert body["errors"][0]["field"] == "body.dataset"
@@ -212,12 +213,12 @@ def test_a_cancelled_run_is_not_resumable_while_its_worker_still_exits(api: Offl
     assert api.client.post(f"/v1/runs/{run['id']}/resume").status_code == 202
 
 
-def fake_checkpoints(data_root: Path, run_id: str, accuracies: list[float]) -> RunPaths:
+def fake_checkpoints(data_root: Path, run_id: str, accuracies: list[float]) -> RunFolder:
     """A run folder as training leaves it, with a tiny stand-in model."""
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     model.compile(optimizer="sgd", loss="mse")
     model.fit(np.ones((2, 3)), np.zeros((2, 2)), verbose=0)
-    paths = RunPaths.for_run(data_root, run_id)
+    paths = DataRoot(data_root).run(run_id)
     paths.make()
     for epoch, accuracy in enumerate(accuracies, start=1):
         append_epoch(paths, {"epoch": epoch, "step": 5 * epoch, "val_accuracy": accuracy})

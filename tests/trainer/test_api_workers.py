@@ -12,11 +12,11 @@ import psutil
 import pytest
 from fastapi.testclient import TestClient
 
+from datavolume import DataRoot
 from tests.trainer.support import TINY, wait_for
-from trainer_service.config import Settings
 from trainer_service.main import create_app
-from trainer_service.training import checkpoints
-from trainer_service.training.files import RunPaths
+from trainer_service.runs import checkpoints
+from trainer_service.settings import Settings
 
 
 @pytest.fixture
@@ -67,7 +67,7 @@ def test_queue_cancel_with_checkpoint_and_killed_worker(client: TestClient, data
     assert cancelled["error"]["type"] == "cancelled"
     assert cancelled["result"]["stopped"] is True
     wait_for(lambda: not group_alive(pid), timeout=30)  # the worker records, then exits
-    latest = checkpoints.read_latest(RunPaths.for_run(data_root, first["id"]))
+    latest = checkpoints.read_latest(DataRoot(data_root).run(first["id"]))
     assert latest is not None and (data_root / cancelled["run_dir"] / "checkpoints").is_dir()
     assert any(c["latest"] for c in cancelled["checkpoints"])
 

@@ -24,11 +24,11 @@ import keras
 import psutil
 import pytest
 
+from datavolume import DataRoot
 from tests.trainer.support import TINY, TOY_CLASSES, TOY_TRAIN_PER_CLASS, event_tags, wait_for
-from trainer_service.training import checkpoints
-from trainer_service.training.files import RunPaths
-from trainer_service.training.history import read_history
-from trainer_service.training.loop import weights_digest
+from trainer_service.engine.train import weights_digest
+from trainer_service.runs import checkpoints
+from trainer_service.runs.history import read_history
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EPOCHS = 4
@@ -103,7 +103,7 @@ def test_crash_during_epoch_3_then_restart_and_resume(data_root: Path):
         run = wait_for(in_epoch_3, timeout=180, interval=0.02)
         worker = psutil.Process(run["pid"])
         worker.suspend()  # hold it in epoch 3 while we look, then crash everything
-        paths = RunPaths.for_run(data_root, run_id)
+        paths = DataRoot(data_root).run(run_id)
         assert checkpoints.read_latest(paths).epoch == 2, "the worker left epoch 3 too soon"
         server.kill()
         server.wait()

@@ -3,8 +3,8 @@
 import pytest
 
 from jobkit.errors import JobFailed
-from trainer_service.config import Settings
 from trainer_service.jobs import JOB_TARGET, run_training
+from trainer_service.settings import Settings
 
 
 class Ctx:

@@ -7,13 +7,14 @@ import re
 
 import pytest
 
-from jobkit.files import atomic_write_json
+from datavolume import DataRoot
+from datavolume.files import atomic_write_json
+from datavolume.runs import RunFolder
 from shard_format.metadata import load_metadata
-from shard_format.schema import dataset_dir
 from tests.trainer.support import TOY, TOY_CLASSES, TOY_TEST_IMAGES, TOY_VAL_PER_CLASS, tiny_config
 from trainer_service import predict
-from trainer_service.training import loop
-from trainer_service.training.files import RunPaths
+from trainer_service.engine import evaluate
+from trainer_service.engine import train as engine
 
 LINE = re.compile(r"^test_(\d+)\.JPEG (n\d{8})$")
 
@@ -22,22 +23,22 @@ LINE = re.compile(r"^test_(\d+)\.JPEG (n\d{8})$")
 def run_with_checkpoint(data_root):
     """A run folder with config.json and a (freshly initialised) best.keras checkpoint."""
     config = tiny_config()
-    paths = RunPaths.for_run(data_root, "abc123")
+    paths = DataRoot(data_root).run("abc123")
     paths.make()
     atomic_write_json(paths.config, config.model_dump(mode="json"))
-    model = loop.build_model(config, TOY_CLASSES)
-    model.compile(optimizer="sgd", loss=predict.loss(), metrics=predict.metrics())
+    model = engine.build_model(config, TOY_CLASSES)
+    model.compile(optimizer="sgd", loss=evaluate.loss(), metrics=evaluate.metrics())
     model.save(paths.best)
     return paths, model
 
 
 def test_predictions_file_format(data_root, run_with_checkpoint, tmp_path):
     _, model = run_with_checkpoint
-    folder = dataset_dir(data_root, TOY)
+    folder = DataRoot(data_root).dataset(TOY)
     metadata = load_metadata(folder)
-    out = RunPaths(tmp_path / "out")
+    out = RunFolder(tmp_path / "out")
     out.root.mkdir()
-    evaluation = predict.predict_and_evaluate(
+    evaluation = evaluate.predict_and_evaluate(
         model, folder, metadata, out.root, batch_size=3, checkpoint={"checkpoint": "x.keras"}
     )
     lines = out.predictions.read_text().splitlines()

@@ -1,49 +1,57 @@
-"""The run's artifacts load the way a user loads them: a fresh interpreter, ``keras`` and the one
-import the README documents, nothing else; the loaded model then predicts."""
+"""The run's artifacts load the way a user loads them: a fresh interpreter running the lines the
+README shows (read from the README itself), nothing else; the loaded model then predicts."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
-import textwrap
 
 import pytest
 
+from datavolume.runs import RunFolder
 from jobkit.worker import LocalContext
+from tests.conftest import REPO_ROOT
 from tests.trainer.support import tiny_config
-from trainer_service.training import checkpoints, loop
-from trainer_service.training.files import RunPaths
+from trainer_service.engine import train as engine
+from trainer_service.runs import checkpoints
 
-#: What the README shows, verbatim but for the path.
-LOAD = textwrap.dedent(
-    """
-    import sys, json
-    import keras
-    import trainer_service.model  # registers the project's layers and learning-rate schedule
-    model = keras.saving.load_model(sys.argv[1])
-    import numpy as np
-    images = np.zeros((2, 64, 64, 3), dtype="uint8")
-    print(json.dumps({"shape": list(model.predict(images, verbose=0).shape),
-                      "optimizer": type(model.optimizer).__name__ if model.optimizer else None}))
-    """
+README_PATH = '"runs/<id>/model.keras"'
+
+
+def readme_loading_lines() -> str:
+    """The Python block of the README's "Using the trained model" section."""
+    section = (REPO_ROOT / "README.md").read_text().split("### Using the trained model", 1)[1]
+    block = re.search(r"```python\n(.*?)```", section, re.S)
+    assert block and README_PATH in block[1], "the README no longer shows how to load a model"
+    return block[1]
+
+
+#: The README's lines, with the run's file for its path; then a prediction.
+LOAD = readme_loading_lines().replace(README_PATH, "sys.argv[1]") + (
+    "import json, numpy as np\n"
+    "images = np.zeros((2, 64, 64, 3), dtype='uint8')\n"
+    "optimizer = type(model.optimizer).__name__ if model.optimizer else None\n"
+    "shape = list(model.predict(images, verbose=0).shape)\n"
+    "print(json.dumps({'shape': shape, 'optimizer': optimizer}))\n"
 )
 
 
 @pytest.fixture(scope="module")
 def run_folder(tmp_path_factory, toy_dataset_dir):
     data_root = toy_dataset_dir.parent.parent
-    paths = RunPaths(tmp_path_factory.mktemp("saved") / "run")
-    loop.train(tiny_config(epochs=1), paths.root, data_root, LocalContext())
+    paths = RunFolder(tmp_path_factory.mktemp("saved") / "run")
+    engine.train(tiny_config(epochs=1), paths.root, data_root, LocalContext())
     return paths
 
 
 def load_in_a_fresh_interpreter(path) -> dict:
     env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
     done = subprocess.run(
-        [sys.executable, "-c", LOAD, str(path)], env=env, capture_output=True, text=True,
-        timeout=300, cwd="/",
+        [sys.executable, "-c", "import sys\n" + LOAD, str(path)],
+        env=env, capture_output=True, text=True, timeout=300, cwd="/",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dataset_service.datasets import write_metadata
+from datavolume import DataRoot
+from datavolume.datasets import write_metadata
 from shard_format.metadata import (
     ClassInfo,
     DatasetMetadata,
@@ -19,7 +20,7 @@ from shard_format.metadata import (
     ShardInfo,
     SplitInfo,
 )
-from shard_format.schema import TEST, TRAIN, UNLABELED, VAL, dataset_dir, shard_file_name
+from shard_format.schema import TEST, TRAIN, UNLABELED, VAL, shard_file_name
 from tests.utils.shards import jpeg_bytes
 
 
@@ -50,7 +51,7 @@ def write_toy_dataset(
     from shard_format.encode import serialize
 
     rng = np.random.default_rng(seed)
-    out = dataset_dir(data_root, name)
+    out = DataRoot(data_root).dataset(name)
     out.mkdir(parents=True, exist_ok=True)
     wnids = [f"n{9000000 + i:08d}" for i in range(classes)]
     counts = {TRAIN: train_per_class * classes, VAL: val_per_class * classes, TEST: test_images}

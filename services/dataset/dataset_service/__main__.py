@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uvicorn
 
-from dataset_service.config import get_settings
+from dataset_service.settings import get_settings
 
 
 def main() -> None:

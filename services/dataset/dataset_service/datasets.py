@@ -1,32 +1,21 @@
-"""Prepared datasets on the volume: folders under ``datasets/`` with a readable metadata file."""
+"""Prepared datasets as the dataset API shows them: summaries and details of the ready ones."""
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-
-from pydantic import ValidationError
 
 from dataset_service.models import DatasetDetail, DatasetSummary, SplitSummary
-from dataset_service.paths import relative_to_root
-from jobkit.files import atomic_write_text
-from shard_format.metadata import DatasetMetadata, SchemaVersionError, load_metadata
-from shard_format.schema import METADATA_FILE, dataset_dir, datasets_root
+from datavolume.datasets import DatasetUnavailable, ReadyDataset, dataset_names, open_dataset
+from datavolume.layout import DataRoot
 
 log = logging.getLogger(__name__)
 
 
-def write_metadata(folder: Path, metadata: DatasetMetadata) -> Path:
-    """Write a dataset's metadata atomically: no reader sees half of it. Returns its path."""
-    path = Path(folder) / METADATA_FILE
-    atomic_write_text(path, metadata.model_dump_json(indent=2))
-    return path
-
-
-def _summary(data_root: Path, metadata: DatasetMetadata) -> dict:
+def _summary(root: DataRoot, dataset: ReadyDataset) -> dict:
+    metadata = dataset.metadata
     return {
         "name": metadata.name,
-        "path": relative_to_root(data_root, dataset_dir(data_root, metadata.name)),
+        "path": root.relative(root.dataset(metadata.name)),
         "num_classes": metadata.num_classes,
         "splits": {
             name: SplitSummary(
@@ -41,35 +30,24 @@ def _summary(data_root: Path, metadata: DatasetMetadata) -> dict:
     }
 
 
-def read_dataset(data_root: Path, name: str) -> DatasetMetadata | None:
-    """The metadata of a ready dataset, or None (absent, being written, or unreadable)."""
-    folder = dataset_dir(data_root, name)
+def _ready(root: DataRoot, name: str) -> ReadyDataset | None:
+    """The dataset if ready; None if absent or being written (an unreadable one is logged)."""
     try:
-        metadata = load_metadata(folder)
-    except FileNotFoundError:
+        return open_dataset(root, name)
+    except DatasetUnavailable as exc:
+        if exc.slug != "dataset-not-found":
+            log.warning("ignoring dataset %r: %s", name, exc.message)
         return None
-    except (OSError, ValueError, SchemaVersionError, ValidationError) as exc:
-        log.warning("ignoring %s: unreadable metadata (%s)", folder, exc)
-        return None
-    return metadata if metadata.name == name else None
 
 
-def list_datasets(data_root: Path) -> list[DatasetSummary]:
+def list_datasets(root: DataRoot) -> list[DatasetSummary]:
     """Ready datasets, by name."""
-    root = datasets_root(data_root)
-    if not root.is_dir():
-        return []
-    found = []
-    # Hidden folders are the service's own (staging, versions), not datasets.
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        metadata = read_dataset(data_root, folder.name)
-        if metadata is not None:
-            found.append(DatasetSummary(**_summary(data_root, metadata)))
-    return found
+    found = (_ready(root, name) for name in dataset_names(root))
+    return [DatasetSummary(**_summary(root, dataset)) for dataset in found if dataset]
 
 
-def get_dataset(data_root: Path, name: str) -> DatasetDetail | None:
-    metadata = read_dataset(data_root, name)
-    if metadata is None:
+def get_dataset(root: DataRoot, name: str) -> DatasetDetail | None:
+    dataset = _ready(root, name)
+    if dataset is None:
         return None
-    return DatasetDetail(**_summary(data_root, metadata), metadata=metadata)
+    return DatasetDetail(**_summary(root, dataset), metadata=dataset.metadata)

@@ -10,11 +10,9 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from dataset_service.api import datasets, jobs
-from dataset_service.config import Settings, get_settings
-from dataset_service.paths import raw_root
 from dataset_service.prepare import JOB_KIND
+from dataset_service.settings import Settings, get_settings
 from jobkit.service import create_service_app
-from shard_format.schema import datasets_root
 
 JOB_TARGET = "dataset_service.prepare:run_prepare"
 
@@ -29,7 +27,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         kind=JOB_KIND,
         target=JOB_TARGET,
         routers=[jobs.router, jobs.jobkit_router, datasets.router],
-        folders=lambda s: (raw_root(s.data_root), datasets_root(s.data_root)),
+        folders=lambda s: (s.volume.raw, s.volume.datasets),
     )
 
 

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
-from dataset_service.config import OFFICIAL_MD5, OFFICIAL_URL
+from dataset_service.settings import OFFICIAL_MD5, OFFICIAL_URL
 from dataset_service.synthetic import MAX_CLASSES
 from shard_format.metadata import DatasetMetadata
 from shard_format.schema import DATASET_NAME_PATTERN, SPLITS

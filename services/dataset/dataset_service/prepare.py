@@ -7,10 +7,11 @@ the jobkit worker process calls with its ``JobContext``. Phases, in order: ``dow
 ``reorganize`` (a tree on disk: val images moved into class folders; an archive read in place:
 val labels matched, nothing moves), ``plan``, ``write`` and ``metadata``.
 
-Readiness: a dataset is ready when ``datasets/<name>/shard_format.json`` exists. Just before
-the first shard is written, that file and the TFDS metadata are deleted, and they are written
-again only after every shard is complete (TFDS first, ``shard_format.json`` last, atomically).
-A prepare that fails before the write phase leaves an existing dataset untouched and ready.
+A prepare writes a new version of the dataset in its staging folder and publishes it only when
+complete (``datavolume.datasets``): readers keep the current version until the swap, and a prepare
+that fails or is cancelled leaves it exactly as it was. In the staging folder, the metadata that
+marks a dataset complete is deleted before the first shard is written and written again last
+(TFDS first, ``shard_format.json`` last, atomically).
 """
 
 from __future__ import annotations
@@ -19,16 +20,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from dataset_service.config import Settings, get_settings
-from dataset_service.datasets import write_metadata
 from dataset_service.errors import PrepareError
 from dataset_service.gcpause import paused_gc
 from dataset_service.layout import Layout, validate
 from dataset_service.layout_names import IMAGES_DIR, TEST_DIR, TRAIN_DIR
 from dataset_service.models import PrepareRequest
-from dataset_service.paths import relative_to_root
-from dataset_service.publish import open_staging, publish
 from dataset_service.reorganize import locate_val, reorganize, sorted_val_rel
+from dataset_service.settings import Settings, get_settings
 from dataset_service.source import obtain_tree
 from dataset_service.tfds_meta import (
     import_tfds,
@@ -46,6 +44,8 @@ from dataset_service.writer import (
     shard_count_for,
     write_shards,
 )
+from datavolume.datasets import open_staging, publish, write_metadata
+from datavolume.layout import DataRoot
 from jobkit.worker import JobContext, LocalContext
 from shard_format.metadata import (
     ClassInfo,
@@ -61,7 +61,6 @@ from shard_format.schema import (
     TRAIN,
     UNLABELED,
     VAL,
-    dataset_dir,
 )
 
 JOB_KIND = "prepare"
@@ -98,7 +97,7 @@ def split_items(layout: Layout, val_at: list[str] | None = None) -> dict[str, li
 def plan(
     request: PrepareRequest,
     layout: Layout,
-    settings: Settings,
+    target_shard_bytes: int,
     val_at: list[str] | None = None,
 ) -> dict[str, list[ShardTask]]:
     """Shard tasks per split: given counts, or derived from the split's bytes."""
@@ -106,7 +105,7 @@ def plan(
     given = request.shards or {}
     for split, items in split_items(layout, val_at).items():
         count = given.get(split) or shard_count_for(
-            sum(i.size for i in items), settings.target_shard_bytes, len(items)
+            sum(i.size for i in items), target_shard_bytes, len(items)
         )
         planned[split] = plan_split(
             request.name,
@@ -190,10 +189,16 @@ def prepare(
     resource key sees to it.
     """
     rep = reporter or LocalContext(logging.getLogger(__name__))
+    root = settings.volume
     # The writer processes start now: their start-up overlaps the checks and the plan.
     with WriterPool(default_processes(settings.writer_processes)) as pool:
         tree, provenance = obtain_tree(
-            request.source, request.name, settings, rep, image_folder=request.image_folder
+            request.source,
+            request.name,
+            root,
+            rep,
+            settings.source_limits,
+            image_folder=request.image_folder,
         )
 
         rep.phase("validate")
@@ -212,9 +217,9 @@ def prepare(
 
         rep.phase("plan")  # shard counts are checked against the images here
         with paused_gc():
-            tasks = plan(request, layout, settings, val_at)
+            tasks = plan(request, layout, settings.target_shard_bytes, val_at)
         # Built beside the current version, which stays usable until the swap at the end.
-        out = open_staging(settings.data_root, request.name)
+        out = open_staging(root, request.name)
         unmark_ready(out)
 
         every = [t for split_tasks in tasks.values() for t in split_tasks]
@@ -240,27 +245,26 @@ def prepare(
         )
 
         rep.phase("metadata")
-        provenance["image_folder"] = _image_folder(tree, settings)
+        provenance["image_folder"] = _image_folder(tree, root)
         metadata = build_metadata(request, layout, results, provenance)
         write_tfds_metadata(out, metadata)
         write_metadata(out, metadata)  # its presence means "complete"
-        publish(settings.data_root, request.name, out)
+        publish(root, request.name, out)
         return metadata
 
 
-def _image_folder(tree: Tree, settings: Settings) -> str | None:
+def _image_folder(tree: Tree, root: DataRoot) -> str | None:
     """The reorganized ImageFolder tree of a prepare (relative to the data root), if any."""
     if not isinstance(tree, DiskTree):
         return None
-    return relative_to_root(settings.data_root, tree.root)
+    return root.relative(tree.root)
 
 
-def result_of(metadata: DatasetMetadata, settings: Settings) -> dict[str, Any]:
+def result_of(metadata: DatasetMetadata, root: DataRoot) -> dict[str, Any]:
     """The job result: where the dataset is and what it holds."""
-    out = dataset_dir(settings.data_root, metadata.name)
     return {
         "dataset": metadata.name,
-        "path": relative_to_root(settings.data_root, out),
+        "path": root.relative(root.dataset(metadata.name)),
         "splits": {name: split.num_records for name, split in metadata.splits.items()},
         "num_classes": metadata.num_classes,
         "re_encoded": len(metadata.provenance.re_encoded),
@@ -279,6 +283,6 @@ def run_prepare(ctx: Any) -> None:
         metadata = prepare(request, settings, reporter=ctx)
     except PrepareError as exc:
         raise JobFailed(exc.message, type=exc.type) from exc
-    result = result_of(metadata, settings)
+    result = result_of(metadata, settings.volume)
     ctx.log.info("dataset %s ready in %s: %s", result["dataset"], result["path"], result["splits"])
     ctx.result(result)

@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dataset_service.errors import ReorganizeError
-from dataset_service.files import fsync_dir
 from dataset_service.layout import Layout
 from dataset_service.layout_names import IMAGES_DIR, VAL_ANNOTATIONS, VAL_DIR
 from dataset_service.tree import DiskTree, Tree
+from datavolume.files import fsync_dir
 
 
 @dataclass(frozen=True)

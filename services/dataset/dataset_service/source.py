@@ -32,19 +32,11 @@ import httpx
 from dataset_service.errors import (
     ChecksumMismatch,
     LayoutError,
+    PathOutsideDataRoot,
     PrepareError,
     SourceError,
 )
-from dataset_service.files import CHUNK, file_digest, read_json
 from dataset_service.layout import find_root, validate
-from dataset_service.paths import (
-    archive_tree_dir,
-    download_file_name,
-    downloads_dir,
-    extracted_dir,
-    relative_to_root,
-    resolve_inside,
-)
 from dataset_service.tree import (
     DiskTree,
     Tree,
@@ -53,11 +45,12 @@ from dataset_service.tree import (
     open_zip_tree,
     read_member,
 )
-from jobkit.files import atomic_write_json
+from datavolume.files import CHUNK, atomic_write_json, file_digest, read_json
+from datavolume.layout import DataRoot, OutsideRoot
 
 if TYPE_CHECKING:
-    from dataset_service.config import Settings
     from dataset_service.models import Source
+    from dataset_service.settings import SourceLimits
     from jobkit.worker import JobContext, LocalContext
 
 #: Written inside an extracted/generated tree once complete: what it was made from.
@@ -280,7 +273,7 @@ def generate_synthetic(
 
 
 def _reusable(tree: Path, marker: dict[str, Any]) -> bool:
-    return read_json(tree / MARKER_FILE) == marker
+    return read_json(tree / MARKER_FILE, tolerate_corrupt=True) == marker
 
 
 def _organize(folder: Path) -> None:
@@ -290,7 +283,7 @@ def _organize(folder: Path) -> None:
     reorganize(validate(DiskTree(find_root(folder))))
 
 
-def _checked_archive(archive: Path, expected_md5: str | None, label: str, settings: Settings):
+def _checked_archive(archive: Path, expected_md5: str | None, label: str, max_bytes: int):
     """(MD5, zip tree) of ``archive``: the checksum is computed while the central directory is
     read and checked (hashlib releases the GIL); a wrong checksum is reported first."""
     with ThreadPoolExecutor(1) as pool:
@@ -298,7 +291,7 @@ def _checked_archive(archive: Path, expected_md5: str | None, label: str, settin
         tree: ZipTree | None = None
         error: PrepareError | None = None
         try:
-            tree = open_zip_tree(archive, max_bytes=settings.max_extract_bytes, label=label)
+            tree = open_zip_tree(archive, max_bytes=max_bytes, label=label)
         except PrepareError as exc:
             error = exc
         md5 = digest.result()
@@ -312,11 +305,19 @@ def _checked_archive(archive: Path, expected_md5: str | None, label: str, settin
     return md5, tree
 
 
+def _resolve(root: DataRoot, client_path: str) -> Path:
+    try:
+        return root.resolve(client_path)
+    except OutsideRoot as exc:
+        raise PathOutsideDataRoot(str(exc)) from None
+
+
 def obtain_tree(
     source: Source,
     name: str,
-    settings: Settings,
+    root: DataRoot,
     reporter: JobContext | LocalContext,
+    limits: SourceLimits,
     *,
     image_folder: bool = False,
 ) -> tuple[Tree, dict[str, Any]]:
@@ -326,22 +327,21 @@ def obtain_tree(
     used. Phases: ``download`` (url), ``inspect`` (url, zip: checksum and central directory),
     ``extract`` (url, zip, with ``image_folder``), ``generate`` (synthetic).
     """
-    data_root = settings.data_root
     if source.kind == "folder":
-        folder = resolve_inside(data_root, source.path)
+        folder = _resolve(root, source.path)
         if not folder.is_dir():
             raise SourceError(f"source folder {source.path!r} does not exist")
-        origin = relative_to_root(data_root, folder)
+        origin = root.relative(folder)
         try:
-            root = find_root(folder)
+            top = find_root(folder)
         except LayoutError as exc:
             raise LayoutError(f"{origin}: {exc}") from None
-        return DiskTree(root, origin), {"source": origin, "md5": None}
+        return DiskTree(top, origin), {"source": origin, "md5": None}
 
     if source.kind == "synthetic":
         from dataset_service.synthetic import SyntheticSpec
 
-        target = extracted_dir(data_root, name)
+        target = root.generated_tree(name)
         spec = SyntheticSpec(**source.model_dump(exclude={"kind"}))
         marker = {"kind": "synthetic", "spec": asdict(spec)}
         description = "synthetic " + ",".join(f"{k}={v}" for k, v in marker["spec"].items())
@@ -356,53 +356,50 @@ def obtain_tree(
                 target,
                 spec,
                 marker=marker,
-                processes=settings.writer_processes or None,
+                processes=limits.processes,
                 progress=progress,
             )
-        root = find_root(target)
-        return DiskTree(root, relative_to_root(data_root, root)), {
-            "source": description,
-            "md5": None,
-        }
+        top = find_root(target)
+        return DiskTree(top, root.relative(top)), {"source": description, "md5": None}
 
     if source.kind == "url":
         url = str(source.url)
-        archive = downloads_dir(data_root) / download_file_name(url)
+        archive = root.download(url)
         reporter.phase("download", unit="bytes")
         download(
             url,
             archive,
             expected_md5=source.md5,
-            max_bytes=settings.max_download_bytes,
+            max_bytes=limits.max_download_bytes,
             progress=reporter.progress,
             check_stop=reporter.check_stop,
         )
         origin = url
     else:  # zip
-        archive = resolve_inside(data_root, source.path)
+        archive = _resolve(root, source.path)
         if not archive.is_file():
             raise SourceError(f"source zip {source.path!r} does not exist")
-        origin = relative_to_root(data_root, archive)
+        origin = root.relative(archive)
 
-    label = relative_to_root(data_root, archive)
+    label = root.relative(archive)
     reporter.phase("inspect")
-    md5, tree = _checked_archive(archive, source.md5, label, settings)
+    md5, tree = _checked_archive(archive, source.md5, label, limits.max_extract_bytes)
     facts = {"source": origin, "md5": md5}
     if not image_folder:
         return tree, facts
-    target = archive_tree_dir(data_root, md5)
+    target = root.archive_tree(md5)
     marker = {"kind": "archive", "md5": md5, "size": archive.stat().st_size}
     if not _reusable(target, marker):
         reporter.phase("extract", unit="files")
         extract_zip(
             archive,
             target,
-            max_bytes=settings.max_extract_bytes,
+            max_bytes=limits.max_extract_bytes,
             marker=marker,
             progress=reporter.progress,
             check_stop=reporter.check_stop,
             finish=_organize,
             keep_existing=True,
         )
-    root = find_root(target)
-    return DiskTree(root, relative_to_root(data_root, root)), facts
+    top = find_root(target)
+    return DiskTree(top, root.relative(top)), facts

@@ -42,11 +42,10 @@ from typing import NamedTuple
 import numpy as np
 
 from dataset_service.errors import BadImage, ShardCountError
-from dataset_service.files import file_digest, fsync_dir, read_json
 from dataset_service.gcpause import paused_gc
 from dataset_service.images import is_clean_rgb_jpeg, to_rgb_jpeg
 from dataset_service.tree import Member, TreeRef, read_member
-from jobkit.files import atomic_write_json
+from datavolume.files import atomic_write_json, file_digest, fsync_dir, read_json
 from shard_format.encode import frame, serialize
 from shard_format.schema import SPLITS, parse_shard_file_name, shard_file_name
 
@@ -355,7 +354,7 @@ def write_shard(
 def verified_shard(task: ShardTask, out_dir: Path) -> ShardResult | None:
     """The recorded result of a complete shard written from the same task, or None."""
     final = Path(out_dir) / task.file_name
-    raw = read_json(sidecar_path(out_dir, task.file_name))
+    raw = read_json(sidecar_path(out_dir, task.file_name), tolerate_corrupt=True)
     if not isinstance(raw, dict) or raw.get("key") != task.key() or not final.is_file():
         return None
     try:

@@ -1,10 +1,14 @@
-"""Trainer service: trains the bottleneck ResNet from the dataset service's shards."""
+"""Trainer service: trains the bottleneck ResNet from the dataset service's shards.
 
-import os
+Layers, each importing only those below it (``tests/packaging/test_imports.py`` checks):
 
-# TensorFlow 2.21's oneDNN CPU kernels corrupt the heap ("double free or corruption", SIGSEGV)
-# when training this pre-activation ResNet without XLA; the plain Eigen kernels are fine. The
-# variable is read once, when TensorFlow is imported, so it is set here, before any import of
-# TensorFlow by the trainer (the worker imports this package first). setdefault: an explicit
-# TF_ENABLE_ONEDNN_OPTS=1 in the environment still wins.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+- ``api/``, ``main``, ``jobs``, ``predict``, ``saved``: the routes, the app, the job function
+  the worker runs, the test-set predictions CLI, loading what a run saved;
+- ``engine/``: Keras: the training loop, its callbacks, runtime, schedule, input pipelines,
+  evaluation (imported by the worker only);
+- ``runs/``: a run's bookkeeping without Keras: its configuration, history, checkpoint index,
+  resume point, the operations behind the routes (the API process imports these);
+- ``model/``: the ResNet as Keras layers (imports neither ``runs`` nor ``engine``);
+- ``architecture``, ``settings``, ``schemas``: shape arithmetic, the service's settings, the
+  API's response models (no Keras).
+"""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uvicorn
 
-from trainer_service.config import get_settings
+from trainer_service.settings import get_settings
 
 
 def main() -> None:

@@ -171,7 +171,9 @@ def check_shape(filters: int, levels: Sequence[int], classes: int = DEFAULT_CLAS
 
 
 def report(filters: int, levels: Sequence[int], classes: int = DEFAULT_CLASSES) -> dict:
-    """The API's model report: shape, parameters and multiply-adds (no Keras involved)."""
+    """The model report (``GET /v1/model-report``, ``resnet-report``): shape, parameters and
+    multiply-adds (no Keras involved)."""
+    classes = check_positive_int("classes", classes)
     found = check_shape(filters, levels, classes)
     return {
         "filters": filters,
@@ -185,3 +187,49 @@ def report(filters: int, levels: Sequence[int], classes: int = DEFAULT_CLASSES) 
         "gmacs_per_image": found.macs_per_image / 1e9,
         "gflops_per_image_forward": 2 * found.macs_per_image / 1e9,
     }
+
+
+def format_report(found: dict) -> str:
+    """:func:`report` as a small text table."""
+    rows = [
+        ("width (filters)", str(found["filters"])),
+        ("levels", ",".join(str(r) for r in found["levels"])),
+        ("classes", str(found["classes"])),
+        ("input", "x".join(str(d) for d in found["input_shape"])),
+        ("trainable params", f"{found['trainable_params']:,}"),
+        ("non-trainable params", f"{found['non_trainable_params']:,}"),
+        ("total params", f"{found['total_params']:,}"),
+        ("MACs / image", f"{found['gmacs_per_image']:.4f} G"),
+        ("GFLOPs / image (forward)", f"{found['gflops_per_image_forward']:.4f}"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``resnet-report --width full|half|N --levels 4,6,3,2 [--classes N] [--json]``: the same
+    report as ``GET /v1/model-report``, without Keras."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(
+        prog="resnet-report",
+        description="Parameters and multiply-adds of the bottleneck ResNet (closed form).",
+    )
+    parser.add_argument(
+        "--width", default="full", help="full (64), half (32) or a positive multiple of 4"
+    )
+    parser.add_argument(
+        "--levels",
+        default=",".join(str(r) for r in DEFAULT_LEVELS),
+        help="Bottleneck repeats per level, comma-separated (default: %(default)s)",
+    )
+    parser.add_argument("--classes", type=int, default=DEFAULT_CLASSES)
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    args = parser.parse_args(argv)
+    try:
+        found = report(resolve_width(args.width), parse_levels(args.levels), args.classes)
+    except ValueError as exc:
+        parser.error(str(exc))
+    print(json.dumps(found, indent=2) if args.json else format_report(found))
+    return 0

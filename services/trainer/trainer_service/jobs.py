@@ -7,13 +7,13 @@ the same job back in the queue), so a retried or restarted job never starts over
 
 from __future__ import annotations
 
+import os
+
 from pydantic import ValidationError
 
-import trainer_service  # noqa: F401  (sets the TensorFlow environment before it is imported)
 from jobkit.errors import JobFailed
-from trainer_service.config import get_settings
-from trainer_service.training.config import TrainConfig
-from trainer_service.training.files import RunPaths
+from trainer_service.runs.config import TrainConfig
+from trainer_service.settings import TENSORFLOW_ENV, get_settings
 
 JOB_KIND = "train"
 JOB_TARGET = "trainer_service.jobs:run_training"
@@ -26,10 +26,12 @@ def run_training(ctx) -> None:
         config = TrainConfig.model_validate(ctx.request)
     except ValidationError as exc:
         raise JobFailed(f"invalid run config: {exc}", "invalid_input") from exc
-    paths = RunPaths.for_run(settings.data_root, ctx.job_id)
+    run = settings.volume.run(ctx.job_id)
     ctx.phase("setup")
+    for name, value in TENSORFLOW_ENV.items():  # before TensorFlow is first imported
+        os.environ.setdefault(name, value)
     with ctx.interruptible():  # a cancel ends the (slow) imports at once
-        from trainer_service.training.loop import train  # imports Keras and TensorFlow
+        from trainer_service.engine.train import train  # imports Keras and TensorFlow
 
-    result = train(config, paths.root, settings.data_root, ctx)
+    result = train(config, run.root, settings.data_root, ctx)
     ctx.result(result)

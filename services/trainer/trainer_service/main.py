@@ -14,9 +14,8 @@ from fastapi import FastAPI
 
 from jobkit.service import create_service_app
 from trainer_service.api import report, runs
-from trainer_service.config import Settings, get_settings
 from trainer_service.jobs import JOB_KIND, JOB_TARGET
-from trainer_service.training.files import runs_root
+from trainer_service.settings import Settings, get_settings
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -29,7 +28,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         kind=JOB_KIND,
         target=JOB_TARGET,
         routers=[runs.router, runs.jobs_router, report.router],
-        folders=lambda s: (runs_root(s.data_root),),
+        folders=lambda s: (s.volume.runs,),
         running_noun="run(s) training",
     )
 

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 
-from trainer_service.model.report import count_macs, count_params
+from bench.model_cost import count_macs
 from trainer_service.model.resnet import (
     WIDTHS,
     build_resnet,
@@ -53,7 +53,8 @@ def test_width_presets_are_ints():
 )
 def test_parameter_and_mac_counts(request, model_fixture, total, gmacs, macs):
     model = request.getfixturevalue(model_fixture)
-    trainable, non_trainable = count_params(model)
+    trainable = sum(int(keras.ops.size(w)) for w in model.trainable_weights)
+    non_trainable = sum(int(keras.ops.size(w)) for w in model.non_trainable_weights)
     assert model.count_params() == total
     assert trainable + non_trainable == total
     # The non-trainable parameters are exactly the BatchNorm moving means and variances.
@@ -237,7 +238,7 @@ JAX_SCRIPT = textwrap.dedent(
     """
     import json
     import keras, numpy as np
-    from trainer_service.model.report import count_macs
+    from bench.model_cost import count_macs
     from trainer_service.model.resnet import build_resnet
 
     model = build_resnet(10, 4, (1,), input_shape=(8, 8, 3), weight_decay=1e-4)

@@ -6,10 +6,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path
 
-from dataset_service.api.deps import SettingsDep
 from dataset_service.datasets import get_dataset, list_datasets
 from dataset_service.models import DatasetDetail, DatasetList
 from jobkit.problems import PROBLEM_JSON, ProblemError, problem_type
+from jobkit.service import SettingsDep
 from shard_format.schema import DATASET_NAME_PATTERN
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
@@ -18,7 +18,7 @@ Name = Annotated[str, Path(pattern=DATASET_NAME_PATTERN)]
 
 @router.get("", response_model=DatasetList, summary="Prepared datasets and their split counts")
 def read_datasets(settings: SettingsDep) -> DatasetList:
-    return DatasetList(items=list_datasets(settings.data_root))
+    return DatasetList(items=list_datasets(settings.volume))
 
 
 @router.get(
@@ -28,7 +28,7 @@ def read_datasets(settings: SettingsDep) -> DatasetList:
     summary="One prepared dataset with its metadata",
 )
 def read_dataset(name: Name, settings: SettingsDep) -> DatasetDetail:
-    found = get_dataset(settings.data_root, name)
+    found = get_dataset(settings.volume, name)
     if found is None:
         raise ProblemError(
             404,

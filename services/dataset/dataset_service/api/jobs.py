@@ -5,14 +5,13 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from dataset_service.api.deps import RunnerDep, SettingsDep, StoreDep, get_runner, get_store
-from dataset_service.errors import PathOutsideDataRoot
 from dataset_service.models import PrepareRequest
-from dataset_service.paths import resolve_inside
 from dataset_service.prepare import JOB_KIND
+from datavolume.layout import OutsideRoot
 from jobkit.api import IdempotencyKey, accepted, create_job, make_jobs_router
 from jobkit.models import JobPublic
 from jobkit.problems import PROBLEM_JSON, invalid_field
+from jobkit.service import RunnerDep, SettingsDep, StoreDep, get_runner, get_store
 
 RESOURCE = "jobs"
 _PROBLEM = {"content": {PROBLEM_JSON: {}}, "description": "Problem details (RFC 9457)"}
@@ -33,9 +32,9 @@ def check_source_path(body: PrepareRequest, settings: SettingsDep) -> None:
         return
     field = "body.source.path"
     try:
-        path = resolve_inside(settings.data_root, source.path)
-    except PathOutsideDataRoot as exc:
-        raise invalid_field(field, exc.message) from exc
+        path = settings.volume.resolve(source.path)
+    except OutsideRoot as exc:
+        raise invalid_field(field, str(exc)) from exc
     if source.kind == "zip" and not path.is_file():
         raise invalid_field(field, f"no zip file at {source.path!r} under the data root")
     if source.kind == "folder" and not path.is_dir():

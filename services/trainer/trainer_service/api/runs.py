@@ -12,14 +12,12 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from jobkit.api import IdempotencyKey, accepted, create_job, make_jobs_router, require_job
 from jobkit.models import JobPublic
 from jobkit.problems import PROBLEM_JSON, invalid_field
-from trainer_service import runs
-from trainer_service.api.deps import RunnerDep, SettingsDep, StoreDep, get_runner, get_store
+from jobkit.service import RunnerDep, SettingsDep, StoreDep, get_runner, get_store
 from trainer_service.jobs import JOB_KIND
-from trainer_service.models import CheckpointInfo, ResumeRequest, RunList, RunPublic
-from trainer_service.training import checkpoints
-from trainer_service.training.config import TrainConfig
-from trainer_service.training.files import RunPaths
-from trainer_service.training.history import COLUMNS, read_history
+from trainer_service.runs import checkpoints, operations
+from trainer_service.runs.config import TrainConfig
+from trainer_service.runs.history import COLUMNS, read_history
+from trainer_service.schemas import CheckpointInfo, ResumeRequest, RunList, RunPublic
 
 RESOURCE = "runs"
 PREFIX = f"/v1/{RESOURCE}"
@@ -32,7 +30,7 @@ RunId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9]+
 
 def run_presenter(settings: SettingsDep) -> Callable[[JobPublic], RunPublic]:
     """A run as the routes show it: the job, its training status and its checkpoints."""
-    return lambda job: runs.run_public(job, settings.data_root)
+    return lambda job: operations.run_public(job, settings.volume)
 
 
 jobs_router = make_jobs_router(
@@ -60,11 +58,11 @@ def start_run(
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     try:
-        runs.check_request(settings.data_root, config)
-    except runs.InvalidRunRequest as exc:
+        operations.check_request(settings.volume, config)
+    except operations.InvalidRunRequest as exc:
         raise invalid_field(exc.field, exc.message, exc.slug) from exc
     job = create_job(store, runner, JOB_KIND, config, idempotency_key)
-    return accepted(runs.run_public(job, settings.data_root), f"{PREFIX}/{job.id}")
+    return accepted(operations.run_public(job, settings.volume), f"{PREFIX}/{job.id}")
 
 
 @router.get(
@@ -80,11 +78,11 @@ def get_history(
     format: Literal["json", "csv"] = "json",
 ):
     require_job(store, run_id, "run")
-    paths = RunPaths.for_run(settings.data_root, run_id)
+    run = settings.volume.run(run_id)
     if format == "csv":
-        text = paths.history_csv.read_text() if paths.history_csv.is_file() else ""
+        text = run.history_csv.read_text() if run.history_csv.is_file() else ""
         return PlainTextResponse(text or ",".join(COLUMNS) + "\n", media_type="text/csv")
-    return read_history(paths)
+    return read_history(run)
 
 
 @router.get(
@@ -95,8 +93,8 @@ def get_history(
 )
 def get_checkpoints(run_id: RunId, store: StoreDep, settings: SettingsDep) -> list[CheckpointInfo]:
     require_job(store, run_id, "run")
-    paths = RunPaths.for_run(settings.data_root, run_id)
-    return [CheckpointInfo(**c) for c in checkpoints.list_checkpoints(paths)]
+    run = settings.volume.run(run_id)
+    return [CheckpointInfo(**c) for c in checkpoints.list_checkpoints(run)]
 
 
 @router.post(
@@ -115,9 +113,9 @@ def resume_run(
 ) -> JSONResponse:
     require_job(store, run_id, "run")
     try:
-        job = runs.resume(
-            store, runner, settings.data_root, run_id, body.checkpoint if body else None
+        job = operations.resume_run(
+            store, runner, settings.volume, run_id, body.checkpoint if body else None
         )
-    except runs.InvalidRunRequest as exc:
+    except operations.InvalidRunRequest as exc:
         raise invalid_field(exc.field, exc.message, exc.slug) from exc
-    return accepted(runs.run_public(job, settings.data_root), f"{PREFIX}/{run_id}")
+    return accepted(operations.run_public(job, settings.volume), f"{PREFIX}/{run_id}")

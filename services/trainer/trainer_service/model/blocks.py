@@ -4,9 +4,6 @@ Every block is pre-activation: a "basic" unit is BatchNorm -> ReLU -> Conv2D (sa
 bias), and the residual blocks add a stack of basics to an identity (or 1x1-projected) shortcut.
 ``training`` is passed to every BatchNorm explicitly. Sublayers have fixed names, so variable paths
 are deterministic (e.g. ``level1_bottleneck1/reduce/conv/kernel``).
-
-Each block also reports, through :meth:`leaf_input_shapes`, which leaf layer sees which input shape;
-``trainer_service.model.report`` uses it to count multiply-adds analytically.
 """
 
 from __future__ import annotations
@@ -79,11 +76,6 @@ class ResnetBasic(layers.Layer):
     def compute_output_shape(self, input_shape):
         return self.conv.compute_output_shape(input_shape)
 
-    def leaf_input_shapes(self, input_shape) -> list[tuple[layers.Layer, tuple]]:
-        """(leaf layer, its input shape) for every leaf layer, in call order."""
-        shape = tuple(input_shape)
-        return [(self.bn, shape), (self.relu, shape), (self.conv, shape)]
-
     def get_config(self):
         return {
             **super().get_config(),
@@ -154,19 +146,6 @@ class _ResidualBlock(layers.Layer):
             shape = basic.compute_output_shape(shape)
         return shape
 
-    def leaf_input_shapes(self, input_shape) -> list[tuple[layers.Layer, tuple]]:
-        """(leaf layer, its input shape) for every leaf layer: residual path, then shortcut."""
-        leaves = []
-        shape = tuple(input_shape)
-        for basic in self.residual_layers:
-            leaves += basic.leaf_input_shapes(shape)
-            shape = basic.compute_output_shape(shape)
-        if isinstance(self.projection, ResnetBasic):
-            leaves += self.projection.leaf_input_shapes(tuple(input_shape))
-        elif self.projection is not None:
-            leaves.append((self.projection, tuple(input_shape)))
-        return leaves
-
     def get_config(self):
         return {
             **super().get_config(),
@@ -199,7 +178,7 @@ class Bottleneck(_ResidualBlock):
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class SpecialBottleneck(_ResidualBlock):
+class SpecialBottleneck(Bottleneck):
     """Bottleneck whose shortcut is a 1x1 convolution to Ni, so any input channel count works.
 
     The shortcut convolution is a plain Conv2D (no BatchNorm/ReLU, no bias), as in the original
@@ -207,13 +186,7 @@ class SpecialBottleneck(_ResidualBlock):
     """
 
     def __init__(self, filters: int, weight_decay: float = 0.0, **kwargs):
-        super().__init__(**kwargs)
-        self.filters = check_positive_int("filters", filters, multiple=4)
-        self.weight_decay = check_weight_decay(weight_decay)
-        inner = self.filters // 4
-        self.reduce = self._basic(inner, 1, name="reduce")
-        self.conv3x3 = self._basic(inner, 3, name="conv3x3")
-        self.expand = self._basic(self.filters, 1, name="expand")
+        super().__init__(filters, weight_decay, **kwargs)
         self.projection = layers.Conv2D(
             self.filters,
             1,
@@ -223,6 +196,9 @@ class SpecialBottleneck(_ResidualBlock):
             name="projection",
             dtype=self.dtype_policy,
         )
+
+    def _check_input(self, input_shape):
+        """Any channel count: the projection maps it to ``filters``."""
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

@@ -1,0 +1,100 @@
+"""The loss and metrics a model is trained and scored with; test-set predictions in the cs231n
+format and the val top-1/top-5 of a chosen checkpoint.
+
+``predictions.txt`` has one line per test image, ``test_<i>.JPEG <wnid>``, ordered by ``i``.
+``evaluation.json`` holds the val loss, top-1 and top-5 accuracy of the same checkpoint.
+
+Training calls :func:`predict_and_evaluate` with the best checkpoint at its end;
+``python -m trainer_service.predict`` does the same for any checkpoint.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from datavolume.files import atomic_write_json, atomic_write_text
+from datavolume.runs import RunFolder
+from shard_format.metadata import DatasetMetadata
+from trainer_service.engine.data import test_images, val_pipeline
+
+PREDICT_BATCH = 256
+_TEST_INDEX = re.compile(r"(\d+)")
+
+
+def loss():
+    """Sparse categorical cross-entropy on the logits."""
+    import keras
+
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def metrics() -> list:
+    """Top-1 and top-5 accuracy, named so Keras logs ``accuracy``/``top5_accuracy``."""
+    import keras
+
+    return [
+        keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+        keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5_accuracy"),
+    ]
+
+
+def _sort_key(file_name: str) -> tuple[int, str]:
+    found = _TEST_INDEX.findall(file_name)
+    return (int(found[-1]) if found else -1, file_name)
+
+
+def predict_lines(model, data_dir: Path, metadata: DatasetMetadata, batch_size: int) -> list[str]:
+    """``"<file_name> <wnid>"`` for every test image, sorted by the image's number."""
+    wnids = metadata.wnids()
+    batches = test_images(data_dir, metadata, batch_size)  # a fixed order: read it twice
+    names = [n.decode() for b in batches.map(lambda x, n: n).as_numpy_iterator() for n in b]
+    # model.predict (not a loop of predict_on_batch) splits batches right under a strategy
+    logits = model.predict(batches.map(lambda x, n: x), verbose=0)
+    labels = logits.argmax(axis=-1)
+    pairs = sorted(zip(names, labels, strict=True), key=lambda p: _sort_key(p[0]))
+    return [f"{name} {wnids[int(label)]}" for name, label in pairs]
+
+
+def evaluate_val(
+    model,
+    data_dir: Path,
+    metadata: DatasetMetadata,
+    batch_size: int,
+    limit_steps: int | None = None,
+) -> dict[str, float]:
+    """Val loss, top-1 and top-5 accuracy of a model compiled with :func:`loss` and
+    :func:`metrics`."""
+    ds, _, images = val_pipeline(data_dir, metadata, batch_size, limit_steps)
+    logs = model.evaluate(ds, verbose=0, return_dict=True)
+    return {
+        "val_loss": float(logs["loss"]),
+        "val_accuracy": float(logs["accuracy"]),
+        "val_top5_accuracy": float(logs["top5_accuracy"]),
+        "val_images": images,
+    }
+
+
+def predict_and_evaluate(
+    model,
+    data_dir: Path,
+    metadata: DatasetMetadata,
+    out_dir: Path,
+    *,
+    batch_size: int = PREDICT_BATCH,
+    limit_val_steps: int | None = None,
+    checkpoint: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write ``predictions.txt`` and ``evaluation.json`` into ``out_dir``; returns the latter."""
+    run = RunFolder(Path(out_dir))
+    lines = predict_lines(model, data_dir, metadata, batch_size)
+    atomic_write_text(run.predictions, "".join(f"{line}\n" for line in lines))
+    evaluation = {
+        **(checkpoint or {}),
+        **evaluate_val(model, data_dir, metadata, batch_size, limit_val_steps),
+        "test_predictions": len(lines),
+        "predictions_file": run.predictions.name,
+    }
+    atomic_write_json(run.evaluation, evaluation)
+    return evaluation

@@ -1,0 +1,261 @@
+"""Train the ResNet on a prepared dataset: ``train(config, run_dir, data_root, ctx)``.
+
+:func:`train` reads top to bottom: the dataset's metadata and the tf.data pipelines (uint8
+batches; the model's first layer standardizes them and, in training only, flips them on the
+accelerator); the model with its L2 weight decay, compiled with the optimizer and its epoch
+schedule, sparse cross-entropy on logits, top-1 and top-5 accuracy; where the weights start
+(a resume's checkpoint, :mod:`trainer_service.runs.resume`, or the warm-start weights);
+``model.fit`` with the two callbacks of :mod:`.callbacks`; then the final export, and the test
+predictions and val scores of the best checkpoint (:mod:`.evaluate`). The training step is pure
+Keras, so it runs on the TensorFlow and JAX backends; TensorFlow serves the input pipeline only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from datavolume.files import atomic_write_json
+from datavolume.layout import DataRoot, OutsideRoot
+from datavolume.runs import RunFolder
+from jobkit.errors import JobFailed
+from jobkit.worker import LocalContext, is_out_of_memory
+from shard_format.preprocess import Preprocess
+from trainer_service.engine.callbacks import RunRecorder, StopOnRequest, optimizer_step
+from trainer_service.engine.data import input_pipelines, load_dataset
+from trainer_service.engine.evaluate import loss, metrics, predict_and_evaluate
+from trainer_service.engine.runtime import Runtime, resolve_runtime
+from trainer_service.engine.schedule import schedule_for
+from trainer_service.model.resnet import build_resnet
+from trainer_service.runs import checkpoints, resume
+from trainer_service.runs.checkpoints import atomic_save_model
+from trainer_service.runs.config import TrainConfig
+from trainer_service.runs.history import read_history
+
+
+def train(
+    config: TrainConfig, run_dir: Path, data_root: Path, ctx=None, *, strategy=None
+) -> dict[str, Any]:
+    """Train (or resume, if ``run_dir`` has a checkpoint) and return the run's result.
+
+    ``ctx``: the job context (progress, metrics, stop flag, log); a ``LocalContext`` if None.
+    ``strategy``: a ``tf.distribute`` strategy instead of the default (tests). A stop during
+    the set-up raises ``JobCancelled`` at once (nothing to save yet); a stop during training
+    saves a checkpoint and returns early with ``result["stopped"] = True``. Raises
+    ``JobFailed`` for unusable input and for out-of-memory (``type="out_of_memory"``).
+    """
+    ctx = ctx or LocalContext(logging.getLogger("trainer_service.engine"))
+    root, run = DataRoot(data_root), RunFolder(Path(run_dir))
+    with ctx.interruptible():
+        run.make()
+        atomic_write_json(run.config, config.model_dump(mode="json"))
+        folder, metadata = load_dataset(root, config.dataset)
+        try:
+            start = resume.start_point(run)  # None: a new run
+        except resume.CannotResume as exc:
+            raise JobFailed(f"cannot resume: {exc}", "invalid_input") from None
+        initial_epoch = start.epoch if start else 0
+        runtime = resolve_runtime(config, strategy)
+        ctx.log.info("runtime: %s", runtime.describe())
+        keras.utils.set_random_seed(config.seed)
+        # A resumed run shuffles differently from the epochs it already did.
+        train_ds, steps, val_ds = input_pipelines(
+            config, folder, metadata, config.seed + initial_epoch
+        )
+    result: dict[str, Any] = {
+        "run_dir": root.relative(run.root),
+        "dataset": config.dataset,
+        "steps_per_epoch": steps,
+        "runtime": runtime.describe(),
+        "resumed_from": None,
+        "init": None,
+    }
+    try:
+        with ctx.interruptible(), runtime.scope():
+            model = build_model(config, metadata.num_classes)
+            compile_model(model, config, runtime, steps)
+            if start is not None:
+                result["resumed_from"] = restore(model, start, steps)
+                ctx.log.info("resumed from %s", result["resumed_from"])
+            elif config.init_checkpoint:
+                result["init"] = warm_start(model, root, config.init_checkpoint)
+                ctx.log.info("weights from %s", config.init_checkpoint)
+        ctx.log.info(
+            "model: %d parameters; %d train steps of %d per epoch; epochs %d..%d",
+            model.count_params(),
+            steps,
+            config.batch_size,
+            initial_epoch + 1,
+            config.epochs,
+        )
+        if initial_epoch < config.epochs:
+            model.fit(
+                train_ds,
+                validation_data=val_ds,
+                epochs=config.epochs,
+                initial_epoch=initial_epoch,
+                callbacks=[
+                    StopOnRequest(lambda: ctx.should_stop, steps),
+                    RunRecorder(
+                        run,
+                        ctx,
+                        epochs=config.epochs,
+                        steps_per_epoch=steps,
+                        batch_size=config.batch_size,
+                        keep=config.keep_checkpoints,
+                    ),
+                ],
+                shuffle=False,  # the pipeline shuffles
+                verbose=0,
+            )
+        done = checkpoints.read_latest(run)
+        best = checkpoints.read_best(run)
+        result["epochs_completed"] = done.epoch if done else 0
+        result["history"] = read_history(run)[-1:] or None
+        result["best"] = best
+        if ctx.should_stop:  # a resume finishes the run
+            return {**result, "stopped": True}
+
+        ctx.phase("export")
+        result.update(export_final(model, run, config, ctx.log))
+        ctx.phase("predict")
+        with runtime.scope():
+            model.load_weights(run.best)
+        result["evaluation"] = predict_and_evaluate(
+            model,
+            folder,
+            metadata,
+            run.root,
+            batch_size=config.batch_size,
+            limit_val_steps=config.limit_val_steps,
+            checkpoint={"checkpoint": run.best.name, "epoch": best["epoch"] if best else None},
+        )
+        return {**result, "predictions": run.predictions.name, "stopped": False}
+    except Exception as exc:
+        if isinstance(exc, JobFailed) or not is_out_of_memory(exc):
+            raise
+        raise JobFailed(
+            f"out of memory on {runtime.device} (batch_size {config.batch_size}, "
+            f"width {config.width}, {runtime.dtype_policy}): {_first_line(str(exc))}; "
+            "try a smaller batch_size or width",
+            "out_of_memory",
+        ) from exc
+
+
+# -- the model -------------------------------------------------------------------------------
+
+
+def build_model(config: TrainConfig, classes: int) -> keras.Model:
+    """The ResNet with its L2 weight decay, taking uint8 images (preprocessing inside)."""
+    return build_resnet(
+        classes,
+        config.filters,
+        config.levels,
+        weight_decay=config.weight_decay,
+        preprocessing=Preprocess(seed=config.seed, name="preprocess"),
+        input_dtype="uint8",
+    )
+
+
+def compile_model(
+    model: keras.Model, config: TrainConfig, runtime: Runtime, steps_per_epoch: int
+) -> None:
+    """SGD (momentum) or Adam following the config's schedule; the loss and metrics of
+    :mod:`trainer_service.engine.evaluate`."""
+    learning_rate = schedule_for(config, steps_per_epoch)
+    if config.optimizer == "adam":
+        optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
+    else:
+        optimizer = keras.optimizers.SGD(learning_rate=learning_rate, momentum=config.momentum)
+    model.compile(
+        optimizer=optimizer,
+        loss=loss(),
+        metrics=metrics(),
+        jit_compile=runtime.jit_compile,
+        steps_per_execution=runtime.steps_per_execution,
+    )
+
+
+def weights_digest(model: keras.Model) -> str:
+    """SHA-256 of all weights (trainable and not) in order: equal digests, equal weights."""
+    digest = hashlib.sha256()
+    for weight in model.weights:
+        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
+    return digest.hexdigest()
+
+
+# -- where the weights start -----------------------------------------------------------------
+
+
+def restore(model: keras.Model, start: resume.StartPoint, steps_per_epoch: int) -> dict[str, Any]:
+    """Step 3 of :mod:`trainer_service.runs.resume`: load the start point's weights and
+    optimizer state (``iterations`` included) into the freshly built, compiled ``model``."""
+    model.optimizer.build(model.trainable_variables)
+    if start.weights is not None:
+        model.load_weights(start.weights)
+    if start.steps_per_epoch not in (None, steps_per_epoch):
+        logging.getLogger(__name__).warning(
+            "steps per epoch changed from %s to %s since the checkpoint (dataset re-prepared?)",
+            start.steps_per_epoch,
+            steps_per_epoch,
+        )
+    return {
+        "epoch": start.epoch,
+        "file": start.weights.name if start.weights is not None else None,
+        "partial": start.partial,
+        "step": optimizer_step(model),
+        "weights_sha256": weights_digest(model),
+    }
+
+
+def warm_start(model: keras.Model, root: DataRoot, relative: str) -> dict[str, Any]:
+    """Copy the weights of the ``init_checkpoint`` (a .keras file under the data root)."""
+    try:
+        path = root.resolve(relative)
+    except OutsideRoot:
+        path = None
+    if path is None or not path.is_file():
+        raise JobFailed(
+            f"init_checkpoint {relative!r}: no such file in the data root", "invalid_input"
+        )
+    try:
+        source = keras.models.load_model(path, compile=False)
+        model.set_weights(source.get_weights())
+    except (ValueError, OSError) as exc:
+        raise JobFailed(
+            f"init_checkpoint {relative!r} does not fit this model: {exc}", "invalid_input"
+        ) from exc
+    return {"init_checkpoint": relative, "weights_sha256": weights_digest(model)}
+
+
+# -- the end ---------------------------------------------------------------------------------
+
+
+def export_final(model: keras.Model, run: RunFolder, config: TrainConfig, log) -> dict[str, Any]:
+    """Save model.keras and, on the TensorFlow backend, a SavedModel (best effort)."""
+    atomic_save_model(model, run.model)
+    out: dict[str, Any] = {"model": run.model.name, "savedmodel": None}
+    if config.export_savedmodel and keras.backend.backend() == "tensorflow":
+        tmp = run.root / f".{run.savedmodel.name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            model.export(str(tmp), format="tf_saved_model", verbose=False)
+            shutil.rmtree(run.savedmodel, ignore_errors=True)
+            os.replace(tmp, run.savedmodel)
+            out["savedmodel"] = run.savedmodel.name
+        except Exception as exc:  # the .keras file is the export that matters
+            shutil.rmtree(tmp, ignore_errors=True)
+            log.warning("SavedModel export failed: %s", _first_line(str(exc)))
+    return out
+
+
+def _first_line(text: str, limit: int = 300) -> str:
+    line = next((s for s in text.strip().splitlines() if s.strip()), "")
+    return line if len(line) <= limit else line[:limit] + "..."

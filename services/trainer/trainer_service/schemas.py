@@ -1,0 +1,59 @@
+"""What the API returns about runs, and the resume route's body (the run request's body is
+``trainer_service.runs.config.TrainConfig``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from jobkit.models import JobPublic
+from trainer_service.runs.resume import CHECKPOINT_NAME_PATTERN
+
+
+class CheckpointInfo(BaseModel):
+    file: str = Field(..., description="File name in the run's checkpoints folder.")
+    path: str = Field(
+        ..., description="Path relative to the data root (usable as init_checkpoint)."
+    )
+    kind: str = Field(..., description='"epoch", "best" or "partial" (stopped mid-epoch).')
+    epoch: int | None = Field(None, description="Completed epochs in the checkpoint.")
+    val_accuracy: float | None = None
+    size_bytes: int
+    modified_at: float = Field(..., description="Unix time.")
+    latest: bool = Field(False, description="The checkpoint a resume starts from.")
+
+
+class TrainingStatus(BaseModel):
+    epoch: int | None = Field(None, description="Epoch in progress (1-based), or the last one.")
+    epochs: int | None = Field(None, description="Epochs the run trains in total.")
+    step: int | None = Field(None, description="Batches done in the current epoch.")
+    steps_per_epoch: int | None = None
+    completed_epochs: int = Field(0, description="Epochs saved in a checkpoint.")
+    images_per_s: float | None = None
+    eta_s: float | None = Field(None, description="Seconds left for the whole run (estimate).")
+    learning_rate: float | None = None
+    last_epoch: dict[str, Any] | None = Field(None, description="The latest history row.")
+
+
+class RunPublic(JobPublic):
+    """A training run: the job fields plus training progress and checkpoints."""
+
+    run_dir: str = Field(..., description="The run folder, relative to the data root.")
+    training: TrainingStatus = Field(default_factory=TrainingStatus)
+    checkpoints: list[CheckpointInfo] = Field(default_factory=list)
+
+
+class RunList(BaseModel):
+    items: list[RunPublic]
+
+
+class ResumeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    checkpoint: str | None = Field(
+        None,
+        pattern=CHECKPOINT_NAME_PATTERN,
+        description='Resume from this checkpoint: "latest" (default), "best", N or '
+        "epoch-000N.keras. Later checkpoints and history rows are discarded.",
+    )

@@ -1,0 +1,42 @@
+"""The trainer service's configuration: one settings class, read from TRAINER_* variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from jobkit.settings import ServiceSettings
+
+DEFAULT_PORT = 8002
+
+#: Set in every process that trains or predicts, before TensorFlow is imported (the value is read
+#: once, at that import): TensorFlow 2.21's oneDNN CPU kernels corrupt the heap ("double free or
+#: corruption", SIGSEGV) when training this pre-activation ResNet without XLA; the plain Eigen
+#: kernels are fine. Workers get it through :meth:`Settings.worker_env`; the CLIs set it first.
+TENSORFLOW_ENV = {"TF_ENABLE_ONEDNN_OPTS": "0"}
+
+
+class Settings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="TRAINER_", extra="ignore")
+    service_name = "trainer"
+
+    port: int = Field(DEFAULT_PORT, ge=1, le=65535, description="HTTP port.")
+    cancel_grace_s: float = Field(
+        120.0, gt=0, description="Seconds a stopped run gets to save its checkpoint before SIGKILL."
+    )
+    keras_backend: Literal["tensorflow", "jax"] = Field(
+        "tensorflow", description="Keras backend for the worker (tensorflow or jax)."
+    )
+
+    def worker_env(self) -> dict[str, str]:
+        """The TRAINER_* variables, ``KERAS_BACKEND`` for the worker's Keras, and
+        :data:`TENSORFLOW_ENV`."""
+        return {**super().worker_env(), **TENSORFLOW_ENV, "KERAS_BACKEND": self.keras_backend}
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

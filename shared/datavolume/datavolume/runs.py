@@ -1,0 +1,99 @@
+"""One training run's folder, ``<data_root>/runs/<run_id>/``: what it holds and where.
+
+The trainer writes it (every file through ``datavolume.files``: temp file, then rename), the
+trainer's API and TensorBoard read it, and people open it::
+
+    config.json                    the run's configuration, every value resolved
+    history.csv, history.json      one row per completed epoch (train/val metrics, LR, time)
+    history.png                    loss and top-1/top-5 curves, redrawn each epoch
+    checkpoints/epoch-0003.keras   the full model after 3 completed epochs (+ optimizer state)
+    checkpoints/best.keras         a copy of the epoch checkpoint with the best val top-1
+    checkpoints/best.json          {epoch, val_accuracy, step} of best.keras
+    checkpoints/partial.keras      the state when a run was stopped in the middle of an epoch
+    checkpoints/latest.json        what a resume starts from: {epoch, step, file, partial, ...}
+    tensorboard/train, /validation TensorBoard event files (epoch scalars)
+    model.keras                    the final model (uint8 images in, logits out)
+    savedmodel/                    the same as a TF SavedModel (TensorFlow backend only)
+    predictions.txt                test predictions, "test_<i>.JPEG <wnid>" per line
+    evaluation.json                val loss/top-1/top-5 of the checkpoint the predictions used
+
+Imports neither TensorFlow nor Keras (the API process reads these files too).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+CHECKPOINT_SUFFIX = ".keras"
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """The files of one run folder (see the module docstring); ``DataRoot.run(id)`` makes one."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def history_csv(self) -> Path:
+        return self.root / "history.csv"
+
+    @property
+    def history_json(self) -> Path:
+        return self.root / "history.json"
+
+    @property
+    def history_png(self) -> Path:
+        return self.root / "history.png"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def latest(self) -> Path:
+        return self.checkpoints / "latest.json"
+
+    @property
+    def best(self) -> Path:
+        return self.checkpoints / f"best{CHECKPOINT_SUFFIX}"
+
+    @property
+    def best_json(self) -> Path:
+        return self.checkpoints / "best.json"
+
+    @property
+    def partial(self) -> Path:
+        return self.checkpoints / f"partial{CHECKPOINT_SUFFIX}"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / "tensorboard"
+
+    @property
+    def model(self) -> Path:
+        return self.root / f"model{CHECKPOINT_SUFFIX}"
+
+    @property
+    def savedmodel(self) -> Path:
+        return self.root / "savedmodel"
+
+    @property
+    def predictions(self) -> Path:
+        return self.root / "predictions.txt"
+
+    @property
+    def evaluation(self) -> Path:
+        return self.root / "evaluation.json"
+
+    def epoch_checkpoint(self, epoch: int) -> Path:
+        """The checkpoint written after ``epoch`` completed epochs (1-based count)."""
+        return self.checkpoints / f"epoch-{epoch:04d}{CHECKPOINT_SUFFIX}"
+
+    def make(self) -> None:
+        self.checkpoints.mkdir(parents=True, exist_ok=True)
+        self.tensorboard.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,223 @@
+"""RFC 9457 problem details: every error response is ``application/problem+json``.
+
+``install_problem_handlers(app)`` makes HTTP errors (404 unknown route, 405, ...), request
+validation errors (422 with an ``errors`` list naming each field), ``ProblemError`` and the
+jobkit errors (404 unknown job, 409 busy/finished, 422 idempotency conflict) answer with::
+
+    {"type": "...", "title": "...", "status": 409, "detail": "...", "instance": "/v1/jobs", ...}
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from jobkit.errors import (
+    IdempotencyConflict,
+    JobkitError,
+    JobNotFound,
+    JobStateConflict,
+    ResourceBusy,
+)
+
+logger = logging.getLogger("jobkit.problems")
+
+PROBLEM_JSON = "application/problem+json"
+PROBLEM_TYPE_PREFIX = "urn:jobkit:problem:"
+_RESERVED = frozenset({"type", "title", "status", "detail", "instance"})
+
+
+def problem_type(slug: str) -> str:
+    """A problem type URI, e.g. ``problem_type("resource-busy")`` -> "urn:jobkit:problem:...".
+
+    Services may use it for their own problem types too.
+    """
+    return PROBLEM_TYPE_PREFIX + slug
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+class ProblemError(StarletteHTTPException):
+    """Raise from a route to answer with a problem document.
+
+    ``extra`` keyword arguments become extension members (e.g. ``job_id="abc"``).
+    A subclass of starlette's ``HTTPException``, so without the handlers it still answers
+    with the right status.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        title: str | None = None,
+        detail: str | None = None,
+        *,
+        type_: str = "about:blank",
+        headers: Mapping[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        clash = _RESERVED & extra.keys()
+        if clash:
+            raise ValueError(f"extension members may not be named {sorted(clash)}")
+        self.status = status
+        self.title = title or _phrase(status)
+        self.problem_detail = detail if detail is not None else self.title
+        self.type = type_
+        self.extra = extra
+        super().__init__(
+            status_code=status,
+            detail=self.problem_detail,
+            headers=dict(headers) if headers else None,
+        )
+
+
+def problem_response(request: Request, problem: ProblemError) -> JSONResponse:
+    """``problem`` as an ``application/problem+json`` response; ``instance`` is the path."""
+    body: dict[str, Any] = {
+        "type": problem.type,
+        "title": problem.title,
+        "status": problem.status,
+        "detail": problem.problem_detail,
+        "instance": request.url.path,
+        **problem.extra,
+    }
+    return JSONResponse(
+        body, status_code=problem.status, headers=problem.headers, media_type=PROBLEM_JSON
+    )
+
+
+def problem_for(exc: JobkitError) -> ProblemError:
+    """The ``ProblemError`` for a store/runner error."""
+    if isinstance(exc, JobNotFound):
+        return ProblemError(
+            404, "Job not found", str(exc), type_=problem_type("job-not-found"), job_id=exc.job_id
+        )
+    if isinstance(exc, ResourceBusy):
+        return ProblemError(
+            409,
+            "Resource busy",
+            str(exc),
+            type_=problem_type("resource-busy"),
+            job_id=exc.job_id,
+            resource_key=exc.resource_key,
+        )
+    if isinstance(exc, JobStateConflict):
+        return ProblemError(
+            409,
+            "Job state conflict",
+            str(exc),
+            type_=problem_type("job-state-conflict"),
+            job_id=exc.job_id,
+            state=str(exc.state),
+        )
+    if isinstance(exc, IdempotencyConflict):
+        return ProblemError(
+            422,
+            "Idempotency key reused",
+            str(exc),
+            type_=problem_type("idempotency-conflict"),
+            job_id=exc.job_id,
+        )
+    return ProblemError(500, "Job error", str(exc), type_=problem_type("job-error"))
+
+
+def field_path(loc: Sequence[str | int]) -> str:
+    """``("body", "config", "batch_size")`` -> "body.config.batch_size"; list indexes as [i]."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def invalid_field(field: str, message: str, slug: str = "validation-error") -> ProblemError:
+    """A 422 for one field that failed a check beyond the request model (same shape as the
+    request-validation problems: ``errors`` lists the field)."""
+    return ProblemError(
+        422,
+        "Invalid request",
+        f"1 invalid field: {field}: {message}",
+        type_=problem_type(slug),
+        errors=[{"field": field, "message": message}],
+    )
+
+
+def validation_errors(errors: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
+    """FastAPI/pydantic errors as ``[{"field": "body.x", "message": "..."}]``."""
+    out = []
+    for err in errors:
+        loc = tuple(err.get("loc", ()))
+        message = str(err.get("msg", "invalid"))
+        if err.get("type") == "json_invalid":
+            # loc is ("body", <character position>); the position is not a field.
+            position = loc[1] if len(loc) > 1 else None
+            loc = loc[:1]
+            reason = (err.get("ctx") or {}).get("error")
+            message = "Request body is not valid JSON" + (
+                f" (at character {position}: {reason})" if position is not None else ""
+            )
+        out.append({"field": field_path(loc), "message": message})
+    return out
+
+
+async def _http_exception_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    if isinstance(exc, ProblemError):
+        return problem_response(request, exc)
+    status = exc.status_code
+    detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    if status == 404 and detail == _phrase(404):
+        detail = f"No resource at {request.url.path}"
+    elif status == 405 and detail == _phrase(405):
+        detail = f"Method {request.method} is not allowed for {request.url.path}"
+    headers = getattr(exc, "headers", None)
+    return problem_response(request, ProblemError(status, detail=detail, headers=headers))
+
+
+async def _validation_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = validation_errors(exc.errors())
+    summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
+    if len(errors) > 5:
+        summary += f"; and {len(errors) - 5} more"
+    count = f"{len(errors)} invalid field{'s' if len(errors) != 1 else ''}"
+    problem = ProblemError(
+        422,
+        "Invalid request",
+        f"{count}: {summary}" if errors else "Invalid request",
+        type_=problem_type("validation-error"),
+        errors=errors,
+    )
+    return problem_response(request, problem)
+
+
+async def _jobkit_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, JobkitError)
+    return await _http_exception_handler(request, problem_for(exc))
+
+
+async def _unhandled_handler(request: Request, exc: Exception) -> JSONResponse:
+    logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    problem = ProblemError(500, "Internal Server Error", "Unexpected error; see the service log.")
+    return problem_response(request, problem)
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Register the problem+json exception handlers on ``app``."""
+    app.add_exception_handler(StarletteHTTPException, _http_exception_handler)
+    app.add_exception_handler(RequestValidationError, _validation_handler)
+    app.add_exception_handler(JobkitError, _jobkit_handler)
+    app.add_exception_handler(Exception, _unhandled_handler)

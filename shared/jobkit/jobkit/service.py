@@ -1,0 +1,194 @@
+"""The FastAPI application of a job service, built the same way for every service.
+
+``create_service_app`` wires what both services share: settings read at start-up (not import),
+the job store and runner opened in the lifespan (orphaned jobs marked interrupted first) and
+stopped on shutdown off the event loop, RFC 9457 problem handlers, ``/healthz`` and ``/readyz``,
+and the bearer-token check on every other router. The ``*Dep`` aliases give routes what they
+need by name; tests can override the getters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.openapi.utils import get_openapi
+
+from jobkit.api import health_router
+from jobkit.auth import bearer_token_dependency
+from jobkit.problems import PROBLEM_JSON, ProblemError, install_problem_handlers, problem_type
+from jobkit.runner import JobRunner
+from jobkit.settings import ServiceSettings
+from jobkit.store import JobStore
+
+
+def get_app_settings(request: Request) -> ServiceSettings:
+    return request.app.state.settings
+
+
+def get_store(request: Request) -> JobStore:
+    return request.app.state.store
+
+
+def get_runner(request: Request) -> JobRunner:
+    return request.app.state.runner
+
+
+StoreDep = Annotated[JobStore, Depends(get_store)]
+RunnerDep = Annotated[JobRunner, Depends(get_runner)]
+#: The service's own settings (its ``ServiceSettings`` subclass, read at start-up).
+SettingsDep = Annotated[ServiceSettings, Depends(get_app_settings)]
+
+
+def start_runner(app: FastAPI, settings: ServiceSettings, kind: str, target: str) -> None:
+    settings.jobs_db.parent.mkdir(parents=True, exist_ok=True)
+    store = JobStore(settings.jobs_db)
+    runner = JobRunner(
+        store,
+        targets={kind: target},
+        log_dir=settings.logs_dir,
+        max_concurrent=settings.max_concurrent_jobs,
+        cancel_grace_s=settings.cancel_grace_s,
+        env=settings.worker_env(),
+        nice=settings.worker_nice,
+    )
+    app.state.store, app.state.runner = store, runner
+    runner.start()  # marks orphaned running jobs interrupted first
+
+
+def readiness(app: FastAPI, noun: str) -> Callable[[], tuple[bool, str]]:
+    """Ready when the runner is started and the volume is writable. (``/readyz`` needs no
+    token, so its message names no server path.)"""
+
+    def check() -> tuple[bool, str]:
+        state = app.state
+        if getattr(state, "store", None) is None or getattr(state, "runner", None) is None:
+            return False, "the job runner is not started"
+        data_root = state.settings.data_root
+        if not os.access(data_root, os.W_OK):
+            return False, "the data root is not writable"
+        return True, f"data root writable; {state.store.count_running()} {noun}"
+
+    return check
+
+
+def create_service_app(
+    *,
+    settings: ServiceSettings | None,
+    get_settings: Callable[[], ServiceSettings],
+    title: str,
+    summary: str,
+    kind: str,
+    target: str,
+    routers: Sequence[APIRouter],
+    folders: Callable[[ServiceSettings], Iterable[Path]] = lambda s: (),
+    running_noun: str = "job(s) running",
+) -> FastAPI:
+    """A job service: ``kind`` jobs run ``target`` ("module:function") in worker processes.
+
+    ``folders(settings)`` names the volume folders created at start-up; ``routers`` are the
+    service's own routes, all behind the token check when a token is configured.
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if app.state.settings is None:
+            app.state.settings = get_settings()
+        for folder in folders(app.state.settings):
+            Path(folder).mkdir(parents=True, exist_ok=True)
+        start_runner(app, app.state.settings, kind, target)
+        try:
+            yield
+        finally:
+            # Blocks up to cancel_grace_s while workers stop: keep it off the event loop.
+            await asyncio.to_thread(app.state.runner.stop)
+
+    app = FastAPI(title=title, version="1.0.0", summary=summary, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.store = app.state.runner = None
+    install_problem_handlers(app)
+    require_token = Depends(bearer_token_dependency(lambda: app.state.settings or get_settings()))
+    app.include_router(health_router(readiness(app, running_noun)))
+    for router in routers:
+        app.include_router(router, dependencies=[require_token, Depends(json_bodies_only)])
+    app.openapi = lambda: problem_openapi(app)
+    return app
+
+
+#: The RFC 9457 body every error answer has (``errors`` on 422s: one entry per invalid field).
+PROBLEM_SCHEMA = {
+    "type": "object",
+    "required": ["type", "title", "status"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "instance": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+            },
+        },
+    },
+    "additionalProperties": True,
+}
+_PUBLIC = {"/healthz", "/readyz"}
+
+
+def problem_openapi(app: FastAPI) -> dict:
+    """The OpenAPI document as the service answers: every 4xx/5xx is ``application/problem+json``
+    (FastAPI would say ``application/json`` for its 422s), 401 on every route behind the token,
+    and 400 (a body that does not parse), 415 and 422 on every route that takes a body."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(
+        title=app.title, version=app.version, summary=app.summary, routes=app.routes
+    )
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components["Problem"] = PROBLEM_SCHEMA
+    for unused in ("HTTPValidationError", "ValidationError"):
+        components.pop(unused, None)
+    problem = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    for path, operations in schema.get("paths", {}).items():
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            if path not in _PUBLIC:
+                responses.setdefault("401", {"description": "Missing or wrong bearer token"})
+            if "requestBody" in operation:
+                responses.setdefault("400", {"description": "The body does not parse as JSON"})
+                responses.setdefault("415", {"description": "The body is not JSON"})
+                responses.setdefault("422", {"description": "Invalid request"})
+            for code, response in responses.items():
+                if code[0] in "45":
+                    response["content"] = problem
+                    response.setdefault("description", "Problem details (RFC 9457)")
+    app.openapi_schema = schema
+    return schema
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
+async def json_bodies_only(request: Request) -> None:
+    """A request body must be JSON: anything else is a 415 problem (not a confusing 422)."""
+    if request.method in ("POST", "PUT", "PATCH") and await request.body():
+        content_type = request.headers.get("content-type", "")
+        if not _is_json(content_type):
+            raise ProblemError(
+                415,
+                "Unsupported Media Type",
+                f"the body must be application/json, not {content_type or 'untyped'}",
+                type_=problem_type("unsupported-media-type"),
+            )

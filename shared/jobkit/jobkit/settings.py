@@ -1,0 +1,100 @@
+"""Settings every job service has. Each service subclasses this once with its own env prefix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from datavolume.layout import DataRoot
+
+DEFAULT_DATA_ROOT = Path("/data")
+#: What a shutdown needs after the workers' grace: record their ends, close the store, exit.
+STOP_MARGIN_S = 10.0
+
+
+class ServiceSettings(BaseSettings):
+    """Fields shared by both services.
+
+    Values come from the environment (see each subclass's env prefix).
+    """
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    data_root: Path = Field(
+        DEFAULT_DATA_ROOT, description="Shared volume: datasets, runs and the job database."
+    )
+    host: str = Field(
+        "127.0.0.1", description="Interface uvicorn binds to (0.0.0.0 in containers)."
+    )
+    port: int = Field(8000, ge=1, le=65535, description="HTTP port.")
+    api_token: SecretStr | None = Field(
+        None,
+        description="When set, every endpoint but health needs 'Authorization: Bearer <token>'.",
+    )
+    max_concurrent_jobs: int = Field(1, ge=1, description="Jobs running at once; the rest queue.")
+    worker_nice: int = Field(
+        10, ge=0, le=19, description="Niceness of job workers: the API stays responsive under load."
+    )
+    cancel_grace_s: float = Field(
+        30.0, gt=0, description="Seconds a cancelled worker gets after SIGTERM before SIGKILL."
+    )
+    stop_grace_s: float | None = Field(
+        None,
+        gt=0,
+        description="Seconds the service itself gets between SIGTERM and SIGKILL (the "
+        "container's stop grace period; compose passes its own). A shutdown stops the workers "
+        "within cancel_grace_s, so it must be at least STOP_MARGIN_S shorter.",
+    )
+
+    @model_validator(mode="after")
+    def _cancel_grace_fits_in_the_stop_grace(self):
+        if (
+            self.stop_grace_s is not None
+            and self.cancel_grace_s + STOP_MARGIN_S > self.stop_grace_s
+        ):
+            raise ValueError(
+                f"cancel_grace_s ({self.cancel_grace_s:g} s) must be at least {STOP_MARGIN_S:g} s "
+                f"shorter than stop_grace_s ({self.stop_grace_s:g} s), the container's stop grace "
+                "period: a worker stopped at shutdown would be killed before it saves. Raise "
+                "the stop grace (e.g. TRAINER_STOP_GRACE_S in compose) or lower the cancel grace."
+            )
+        return self
+
+    @field_validator("api_token", mode="before")
+    @classmethod
+    def _empty_token_means_none(cls, value):
+        # Compose passes ${API_TOKEN:-} through: an empty variable means "no token", not "".
+        return None if value is None or (isinstance(value, str) and not value.strip()) else value
+
+    #: Names this service's job database and log folder on the volume.
+    service_name: ClassVar[str] = "service"
+
+    @property
+    def volume(self) -> DataRoot:
+        """The shared volume at ``data_root`` (its layout: :mod:`datavolume.layout`)."""
+        return DataRoot(self.data_root)
+
+    @property
+    def jobs_db(self) -> Path:
+        """The service's job database (SQLite) on the volume, so it survives restarts."""
+        return self.volume.jobs_db(self.service_name)
+
+    @property
+    def logs_dir(self) -> Path:
+        """One log file per job."""
+        return self.volume.job_logs(self.service_name)
+
+    def worker_env(self) -> dict[str, str]:
+        """These settings as environment variables, so a worker process reads the same values."""
+        prefix = self.model_config.get("env_prefix", "")
+        env = {}
+        for name, value in self.model_dump().items():
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            env[f"{prefix}{name}".upper()] = str(value)
+        return env
