@@ -49,7 +49,7 @@ from bench.data import (
     run_script,
     scratch_root,
 )
-from jobkit.worker import LocalContext
+from jobkit.context import LocalContext
 
 SECTION = "sharding"
 DEFAULT_FRACTIONS = (0.1, 0.25, 0.5, 1.0)
@@ -62,7 +62,7 @@ TMPFS = Path("/dev/shm")
 
 
 class TimingReporter(LocalContext):
-    """The job context outside a job (``jobkit.worker.LocalContext``), also recording when
+    """The job context outside a job (``jobkit.context.LocalContext``), also recording when
     every phase starts."""
 
     def __init__(self) -> None:

@@ -14,8 +14,8 @@ from dataset_service.prepare import prepare, result_of, run_prepare
 from dataset_service.settings import get_settings
 from dataset_service.writer import STATE_DIR
 from datavolume import DataRoot
+from jobkit.context import LocalContext
 from jobkit.errors import JobFailed
-from jobkit.worker import LocalContext
 from shard_format.metadata import load_metadata
 from shard_format.schema import METADATA_FILE
 from tests.conftest import REPO_ROOT

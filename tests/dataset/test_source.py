@@ -10,7 +10,7 @@ from dataset_service.layout_names import ROOT_DIR_NAME, WNIDS_FILE
 from dataset_service.models import FolderSource, SyntheticSource, UrlSource, ZipSource
 from dataset_service.source import MARKER_FILE, download, extract_zip, md5_file
 from dataset_service.tree import ZipTree, checked_members, read_central_directory, read_member
-from jobkit.worker import LocalContext
+from jobkit.context import LocalContext
 from tests.dataset.support import (
     SMALL,
     make_settings,

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from jobkit.errors import JobCancelled, JobFailed
+from jobkit.errors import JobCancelled, JobFailed, is_out_of_memory
 from jobkit.models import JobError, JobState
 from jobkit.store import JobStore
-from jobkit.worker import JobContext, classify_exception, execute, is_out_of_memory, load_target
+from jobkit.worker import JobContext, classify_exception, execute, load_target
 from tests.jobkit import sample_jobs
 from tests.jobkit.jobkit_helpers import wait_ready
 
@@ -147,7 +147,7 @@ class CountingStore(JobStore):
 def test_progress_is_throttled_but_final_value_written(tmp_path: Path) -> None:
     store = CountingStore(tmp_path / "jobs.db")
     job = store.create("k", {})
-    ctx = JobContext(store, job.id, {}, tmp_path, logging.getLogger("t"), interval_s=0.2)
+    ctx = JobContext(store, job.id, {}, logging.getLogger("t"), interval_s=0.2)
     ctx.phase("loop", total=100_000)
     start = time.monotonic()
     for i in range(1, 100_001):
@@ -168,7 +168,7 @@ def test_progress_is_throttled_but_final_value_written(tmp_path: Path) -> None:
 def test_a_phase_and_its_metrics_are_written_together_at_once(tmp_path: Path) -> None:
     store = JobStore(tmp_path / "jobs.db")
     job = store.create("k", {})
-    ctx = JobContext(store, job.id, {}, tmp_path, logging.getLogger("t"), interval_s=60)
+    ctx = JobContext(store, job.id, {}, logging.getLogger("t"), interval_s=60)
     ctx.phase("epoch 1/3", total=10, metrics={"epoch": 1})
     ctx.metrics({"loss": 2.0})  # throttled: pending
     ctx.phase("epoch 2/3", total=10, metrics={"epoch": 2})  # written at once, with the phase
@@ -269,7 +269,7 @@ def test_is_out_of_memory(exc, oom):
 
 
 def test_local_context_keeps_what_was_reported_and_stops_like_a_job() -> None:
-    from jobkit.worker import LocalContext
+    from jobkit.context import LocalContext
 
     ctx = LocalContext()
     ctx.phase("write", total=4, unit="images", metrics={"epoch": 1})
@@ -286,7 +286,7 @@ def test_local_context_keeps_what_was_reported_and_stops_like_a_job() -> None:
 
 
 def test_a_sigterm_inside_an_interruptible_section_raises_at_once() -> None:
-    from jobkit.worker import LocalContext
+    from jobkit.context import LocalContext
 
     ctx = LocalContext()
     outside = []

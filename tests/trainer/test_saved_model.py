@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from datavolume.runs import RunFolder
-from jobkit.worker import LocalContext
+from jobkit.context import LocalContext
 from tests.conftest import REPO_ROOT
 from tests.trainer.support import tiny_config
 from trainer_service.engine import train as engine

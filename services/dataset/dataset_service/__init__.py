@@ -3,35 +3,34 @@
 Run it with ``python -m dataset_service`` (uvicorn on ``DATASET_HOST``:``DATASET_PORT``), or
 call :func:`dataset_service.prepare.prepare` directly (no HTTP, no jobs).
 
-Modules, in pipeline order:
+Modules (``tests/dataset`` mirrors them), in pipeline order:
 
-- ``config``      Settings (``DATASET_*`` environment variables), ``worker_env()`` for workers
-- ``models``      ``PrepareRequest`` (source by ``kind``: url, zip, folder, synthetic), responses
-- ``paths``       volume layout, ``resolve_inside`` (client paths must stay in the data root)
-- ``source``      download (streamed, MD5, size limit), safe zip extraction, synthetic trees
-- ``layout``      validate the tree, list its classes and images
-- ``reorganize``  ``val/images`` -> ``val/<wnid>/images`` (rename-based, crash-safe, idempotent)
-- ``images``      RGB JPEG pass-through, re-encoding of grayscale/CMYK/PNG, bad-image detection
-- ``writer``      shuffled plan, shards written by a process pool, verified resume
-- ``tfds_meta``   TFDS metadata so ``tfds.builder_from_directory`` loads the shards
-- ``prepare``     the pipeline (``prepare``) and the job function (``run_prepare``)
-- ``datasets``    ready datasets on the volume
+- ``settings``     Settings (``DATASET_*`` environment variables) and the source limits
+- ``models``       ``PrepareRequest`` (source by ``kind``: url, zip, folder, synthetic), responses
+- ``source``       download (streamed, MD5, size limit), safe zip extraction, generated trees
+- ``tree``         a tree on disk or a zip read in place, its central directory checked
+- ``layout_names`` the archive's file and folder names; ``layout``: validate a tree, list it
+- ``synthetic``    the generator of a synthetic tiny-imagenet-200 (``tiny-imagenet-synth``)
+- ``reorganize``   ``val/images`` -> ``val/<wnid>/images`` (rename-based, crash-safe, idempotent)
+- ``images``       RGB JPEG pass-through, re-encoding of grayscale/CMYK/PNG, bad-image detection
+- ``writer``       shuffled plan, shards written by a process pool, verified resume
+- ``processes``    how worker processes start; ``gcpause``: the collector paused in hot loops
+- ``tfds_meta``    TFDS metadata so ``tfds.builder_from_directory`` loads the shards
+- ``prepare``      the pipeline (``prepare``) and the job function (``run_prepare``)
+- ``errors``       the readable errors a prepare fails with (and their job error types)
+- ``datasets``     ready datasets as the API lists them
 - ``api/``, ``main``  HTTP routes (thin) and the app with its job runner
 
-Volume layout::
-
-    <data_root>/raw/downloads/<file>        archives fetched by URL
-    <data_root>/raw/extracted/<name>/       extracted or generated tree (+ .source.json marker)
-    <data_root>/datasets/<name>/            shards, .write-state/, TFDS files, shard_format.json
-    <data_root>/state/                      dataset-jobs.db, dataset-logs/<job>.log, locks/
+Where it writes on the volume (``raw/``, ``datasets/``, ``state/dataset-*``), how a dataset is
+opened and how a new version is published: :mod:`datavolume` (the one owner of the layout).
 
 HTTP: ``POST /v1/jobs`` (202 + Location), ``GET /v1/jobs``, ``GET /v1/jobs/{id}``,
 ``POST /v1/jobs/{id}/cancel``, ``GET /v1/jobs/{id}/logs``, ``GET /v1/datasets``,
 ``GET /v1/datasets/{name}``, ``GET /healthz``, ``GET /readyz``, ``/docs``.
 
-Readiness: ``datasets/<name>/shard_format.json`` is written last and atomically; a folder
-without it is not a dataset. It is deleted (with the TFDS files) just before shards are
-written, so a dataset being rewritten, or whose rewrite failed, is never listed as ready.
+Readiness: a prepare writes a new version in ``datasets/.staging/<name>/`` and swaps the link
+``datasets/<name>`` to it only when its ``shard_format.json`` is written (last, atomically):
+while it runs, and if it fails, readers see the previous version, unchanged.
 
 Resume: a shard's final name appears only after the complete file is fsynced and renamed;
 its sidecar ``.write-state/<shard>.json`` then records a key of what it was written from,

@@ -46,7 +46,7 @@ from dataset_service.writer import (
 )
 from datavolume.datasets import open_staging, publish, write_metadata
 from datavolume.layout import DataRoot
-from jobkit.worker import JobContext, LocalContext
+from jobkit.context import Context, LocalContext
 from shard_format.metadata import (
     ClassInfo,
     DatasetMetadata,
@@ -178,13 +178,13 @@ def build_metadata(
 
 
 def prepare(
-    request: PrepareRequest, settings: Settings, reporter: JobContext | LocalContext | None = None
+    request: PrepareRequest, settings: Settings, reporter: Context | None = None
 ) -> DatasetMetadata:
     """Run the whole pipeline for ``request`` and return the written metadata.
 
     Raises :class:`~dataset_service.errors.PrepareError` subclasses for bad input (messages
     name the file, line or path at fault). Re-running after a crash keeps verified shards.
-    ``reporter`` takes the progress: the job's context, or a :class:`~jobkit.worker.LocalContext`
+    ``reporter`` takes the progress: the job's context, or a :class:`~jobkit.context.LocalContext`
     (the default) outside a job. One prepare per dataset name runs at a time: the job store's
     resource key sees to it.
     """

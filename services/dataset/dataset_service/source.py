@@ -51,7 +51,7 @@ from datavolume.layout import DataRoot, OutsideRoot
 if TYPE_CHECKING:
     from dataset_service.models import Source
     from dataset_service.settings import SourceLimits
-    from jobkit.worker import JobContext, LocalContext
+    from jobkit.context import Context
 
 #: Written inside an extracted/generated tree once complete: what it was made from.
 MARKER_FILE = ".source.json"
@@ -316,7 +316,7 @@ def obtain_tree(
     source: Source,
     name: str,
     root: DataRoot,
-    reporter: JobContext | LocalContext,
+    reporter: Context,
     limits: SourceLimits,
     *,
     image_folder: bool = False,

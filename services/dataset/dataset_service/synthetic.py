@@ -35,8 +35,6 @@ import time
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from multiprocessing import get_all_start_methods, get_context
-from multiprocessing.context import BaseContext
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +56,7 @@ from dataset_service.layout_names import (
     train_image_name,
     val_image_name,
 )
+from dataset_service.processes import worker_context
 
 __all__ = [
     "MAX_CLASSES",
@@ -390,13 +389,6 @@ def _tasks(spec: SyntheticSpec) -> list[_Task]:
     return tasks
 
 
-def _mp_context() -> BaseContext:
-    """forkserver where there is one: forking a process that may hold threads (a test run that
-    imported TensorFlow, say) risks deadlocks, and spawning every worker afresh is slower."""
-    methods = get_all_start_methods()
-    return get_context("forkserver" if "forkserver" in methods else None)
-
-
 def _write_tree(
     out: Path,
     spec: SyntheticSpec,
@@ -440,7 +432,7 @@ def _write_tree(
             _STATE.clear()
             _STATE.update(saved)
     else:
-        with _mp_context().Pool(processes, _init_worker, initargs) as pool:
+        with worker_context().Pool(processes, _init_worker, initargs) as pool:
             for result in pool.imap_unordered(_run_task, tasks):
                 collect(result)
 

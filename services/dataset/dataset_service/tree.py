@@ -6,7 +6,7 @@ files, say a file's size and version), with paths relative to the folder holding
 images from either one.
 
 A zip is never extracted for the shards. Its central directory is read once and checked
-(:func:`dataset_service.source.check_archive`: no absolute or ``..`` names, links, special
+(:func:`check_archive`: no absolute or ``..`` names, links, special
 files, duplicates, or more uncompressed bytes than the limit), and every writer process reads
 the members it needs at their offsets (:func:`read_member`: one ``pread`` and one inflate each,
 checked against the declared size and CRC-32). That is what ``zipfile`` does per member too, but

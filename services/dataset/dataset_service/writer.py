@@ -4,10 +4,10 @@ Plan. Each split's file list is sorted, then shuffled with ``numpy`` seeded by
 ``(shuffle_seed, split index)``, and cut into contiguous chunks, one per shard, so every shard
 mixes classes and the same input and seed always give the same shards.
 
-Write. Each shard is written by a worker process (``spawn``; no TensorFlow: records are
-encoded by :mod:`shard_format.encode`), which reads its images from the tree (files of a folder,
-or members of the zip at their offsets: :mod:`dataset_service.tree`), checks them
-(:mod:`dataset_service.images`), and writes ``<final>.tmp-<pid>``, fsynced; a sidecar
+Write. Each shard is written by a worker process (:mod:`dataset_service.processes`; no
+TensorFlow: records are encoded by :mod:`shard_format.encode`), which reads its images from the
+tree (files of a folder, or members of the zip at their offsets: :mod:`dataset_service.tree`),
+checks them (:mod:`dataset_service.images`), and writes ``<final>.tmp-<pid>``, fsynced; a sidecar
 ``.write-state/<final>.json`` records the shard's task key, record count, size and SHA-256;
 then the shard is renamed to its final name.
 ``shard_format.encode.serialize`` is deterministic, so the bytes do not depend on the process
@@ -15,9 +15,9 @@ that wrote them.
 
 Resume. Before writing, a shard is kept when its sidecar has the same task key (a hash of the
 writer version, the shard's name and every item's path, label, wnid, size and version: mtime
-on disk, CRC-32 in a zip) and the
-file's size and SHA-256 match the sidecar. Every other shard file, temp file and sidecar of the
-dataset is deleted and rewritten, so the final name of a shard always means "complete".
+on disk, CRC-32 in a zip) and the file's size and SHA-256 match the sidecar. Every other shard
+file, temp file and sidecar of the dataset is deleted and rewritten, so the final name of a shard
+always means "complete".
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ import numpy as np
 from dataset_service.errors import BadImage, ShardCountError
 from dataset_service.gcpause import paused_gc
 from dataset_service.images import is_clean_rgb_jpeg, to_rgb_jpeg
+from dataset_service.processes import worker_context
 from dataset_service.tree import Member, TreeRef, read_member
 from datavolume.files import atomic_write_json, file_digest, fsync_dir, read_json
 from shard_format.encode import frame, serialize
@@ -393,7 +394,7 @@ def clean_output(out_dir: Path, name: str, keep: set[str]) -> None:
 
 
 class WriterPool:
-    """Writer processes (``spawn``), started as soon as the pool is made, so that their start-up
+    """Writer processes, started as soon as the pool is made, so that their start-up
     overlaps whatever the caller does before writing; ``with`` kills them on any error.
 
     ``processes`` <= 1 makes no processes: shards are then written in the calling process.
@@ -404,7 +405,7 @@ class WriterPool:
         self.executor: ProcessPoolExecutor | None = None
         if processes <= 1:
             return
-        ctx = multiprocessing.get_context("spawn")
+        ctx = worker_context()
         self.queue = ctx.Queue()
         self.executor = ProcessPoolExecutor(
             processes, mp_context=ctx, initializer=_init_pool_worker, initargs=(self.queue,)

@@ -7,6 +7,10 @@ RFC 9457 responses. Job functions raise ``JobFailed`` / ``JobCancelled`` (re-exp
 
 from __future__ import annotations
 
+import re
+
+_OOM_MESSAGE = re.compile(r"RESOURCE_EXHAUSTED|out of memory|\bOOM\b", re.IGNORECASE)
+
 
 class JobkitError(Exception):
     """Base class of the errors the store and runner raise."""
@@ -68,3 +72,12 @@ class JobFailed(Exception):
 
 class JobCancelled(Exception):
     """Raise from a job function (or via ``JobContext.check_stop``) to stop as cancelled."""
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` says the process or an accelerator ran out of memory (Python, TF, XLA)."""
+    return (
+        isinstance(exc, MemoryError)
+        or "ResourceExhausted" in type(exc).__name__
+        or _OOM_MESSAGE.search(str(exc)) is not None
+    )

@@ -20,20 +20,19 @@ Exit status: 0 succeeded, 1 failed, 2 bad arguments or unknown job, 3 cancelled/
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import logging
 import os
-import re
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from jobkit.errors import JobCancelled, JobFailed
+from jobkit.context import Context
+from jobkit.errors import JobCancelled, JobFailed, is_out_of_memory
 from jobkit.models import JobError, JobState
 from jobkit.store import JobStore
 
@@ -44,78 +43,11 @@ EXIT_CODES = {
     JobState.CANCELLED: 3,
     JobState.INTERRUPTED: 3,
 }
-_OOM_MESSAGE = re.compile(r"RESOURCE_EXHAUSTED|out of memory|\bOOM\b", re.IGNORECASE)
 
 JobFunction = Callable[["JobContext"], None]
 
 
-class _Context:
-    """What both contexts share: starting a phase, and the stop request (a flag, and sections
-    a stop interrupts at once)."""
-
-    _stop: threading.Event
-    log: logging.Logger
-
-    def phase(
-        self,
-        name: str,
-        total: int | None = None,
-        unit: str = "items",
-        metrics: dict[str, Any] | None = None,
-    ) -> None:
-        """Start a named phase (e.g. "download", "write", "epoch 3"); resets progress to 0.
-
-        ``metrics`` are written with the phase, at once (not throttled): what the phase's
-        name says and what the metrics say change together.
-        """
-        self._start_phase(name, total, unit, metrics)
-        self.log.info("phase %s%s", name, f" ({total} {unit})" if total is not None else "")
-
-    def _start_phase(self, name: str, total: int | None, unit: str, metrics: dict | None) -> None:
-        raise NotImplementedError
-
-    @property
-    def should_stop(self) -> bool:
-        """True once the worker got SIGTERM (cancel or shutdown). Stop soon, then return or
-        raise ``JobCancelled`` (the runner SIGKILLs after the grace period)."""
-        return self._stop.is_set()
-
-    def check_stop(self) -> None:
-        """Raise ``JobCancelled`` if a stop was requested."""
-        if self._stop.is_set():
-            raise JobCancelled("stop requested")
-
-    def request_stop(self) -> None:
-        """Set the stop flag (what the SIGTERM handler does)."""
-        self._stop.set()
-
-    @contextlib.contextmanager
-    def interruptible(self) -> Iterator[None]:
-        """A section with nothing to save (imports, building a model): a SIGTERM inside it
-        raises ``JobCancelled`` at once instead of waiting for the next ``check_stop``.
-
-        Only the main thread receives signals; elsewhere (a job run in a test thread) the
-        section checks the flag on entry and exit only.
-        """
-        self.check_stop()
-        main = threading.current_thread() is threading.main_thread()
-        previous = signal.getsignal(signal.SIGTERM) if main else None
-
-        def stop_now(signum, frame):
-            self._stop.set()
-            raise JobCancelled("stop requested")
-
-        if main:
-            signal.signal(signal.SIGTERM, stop_now)
-        try:
-            yield
-        finally:
-            if main:
-                signal.signal(signal.SIGTERM, previous)
-        self.check_stop()
-
-
-class JobContext(_Context):
+class JobContext(Context):
     """Handed to the job function: the request, progress/metrics/result reporting, stop flag.
 
     Progress and metrics writes are throttled to one every ``PROGRESS_INTERVAL_S``; the last
@@ -127,7 +59,6 @@ class JobContext(_Context):
         store: JobStore,
         job_id: str,
         request: dict[str, Any],
-        state_dir: Path,
         log: logging.Logger,
         *,
         stop_event: threading.Event | None = None,
@@ -135,7 +66,6 @@ class JobContext(_Context):
     ) -> None:
         self.job_id = job_id
         self.request = request
-        self.state_dir = Path(state_dir)
         self.log = log
         self._store = store
         self._stop = stop_event or threading.Event()
@@ -186,42 +116,6 @@ class JobContext(_Context):
             self.flush()
 
 
-class LocalContext(_Context):
-    """The job context outside a job (scripts, benchmarks, tests): the same members as
-    :class:`JobContext`, with phases logged and the latest progress, metrics and result kept
-    in attributes instead of a job database."""
-
-    def __init__(self, log: logging.Logger | None = None, request: dict | None = None) -> None:
-        self.job_id = "local"
-        self.request = request or {}
-        self.log = log or logging.getLogger("jobkit.local")
-        self.phases: list[str] = []
-        self.done = 0
-        self.total: int | None = None
-        self.latest_metrics: dict[str, Any] = {}
-        self.latest_result: dict[str, Any] | None = None
-        self._stop = threading.Event()
-
-    def _start_phase(self, name: str, total: int | None, unit: str, metrics: dict | None) -> None:
-        self.phases.append(name)
-        self.done, self.total = 0, total
-        self.latest_metrics.update(metrics or {})
-
-    def progress(self, done: int, total: int | None = None) -> None:
-        self.done = done
-        if total is not None:
-            self.total = total
-
-    def metrics(self, values: dict[str, Any]) -> None:
-        self.latest_metrics.update(values)
-
-    def result(self, values: dict[str, Any]) -> None:
-        self.latest_result = dict(values)
-
-    def flush(self) -> None:
-        pass
-
-
 def load_target(target: str) -> JobFunction:
     """Import ``"package.module:function"``."""
     module_name, sep, attr = target.partition(":")
@@ -233,15 +127,6 @@ def load_target(target: str) -> JobFunction:
     if not callable(obj):
         raise TypeError(f"target {target!r} is not callable")
     return obj
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """Whether ``exc`` says the process or an accelerator ran out of memory (Python, TF, XLA)."""
-    return (
-        isinstance(exc, MemoryError)
-        or "ResourceExhausted" in type(exc).__name__
-        or _OOM_MESSAGE.search(str(exc)) is not None
-    )
 
 
 def classify_exception(exc: BaseException) -> JobError:
@@ -270,7 +155,6 @@ def execute(
     job_id: str,
     fn: JobFunction | str,
     *,
-    state_dir: Path | None = None,
     stop_event: threading.Event | None = None,
     log: logging.Logger | None = None,
 ) -> JobState:
@@ -294,7 +178,6 @@ def execute(
         store,
         job_id,
         job.request,
-        state_dir if state_dir is not None else store.db_path.parent,
         log,
         stop_event=stop_event,
     )
@@ -329,7 +212,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db", required=True, type=Path, help="job database (SQLite file)")
     parser.add_argument("--job", required=True, help="job id")
     parser.add_argument("--target", required=True, help="job function, 'module:function'")
-    parser.add_argument("--state-dir", type=Path, default=None, help="default: the db's folder")
     parser.add_argument(
         "--nice", type=int, default=0, help="lower this process's (and its children's) priority"
     )
@@ -347,9 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda signum, frame: stop_event.set())
     store = JobStore(args.db)
     try:
-        state = execute(
-            store, args.job, args.target, state_dir=args.state_dir, stop_event=stop_event
-        )
+        state = execute(store, args.job, args.target, stop_event=stop_event)
     except LookupError as exc:
         logging.getLogger("jobkit.worker").error("%s", exc)
         return 2
@@ -360,7 +240,6 @@ __all__ = [
     "JobCancelled",
     "JobContext",
     "JobFailed",
-    "LocalContext",
     "classify_exception",
     "execute",
     "load_target",

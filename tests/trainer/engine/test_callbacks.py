@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from datavolume.runs import RunFolder
-from jobkit.worker import LocalContext
+from jobkit.context import LocalContext
 from trainer_service.engine.callbacks import RunRecorder, StopOnRequest
 from trainer_service.runs import checkpoints
 from trainer_service.runs.history import read_history

@@ -24,7 +24,7 @@ SCRIPT = textwrap.dedent(
     import jax, keras
     from tests.trainer.support import tiny_config
     from trainer_service.engine import train as engine
-    from jobkit.worker import LocalContext
+    from jobkit.context import LocalContext
     from trainer_service.runs.history import read_history
     from datavolume.runs import RunFolder
     from trainer_service.engine.runtime import data_parallel

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from datavolume.runs import RunFolder
+from jobkit.context import LocalContext
 from jobkit.errors import JobCancelled, JobFailed
-from jobkit.worker import LocalContext
 from tests.trainer.support import (
     TOY_CLASSES,
     TOY_TEST_IMAGES,

@@ -25,8 +25,8 @@ import numpy as np
 from datavolume.files import atomic_write_json
 from datavolume.layout import DataRoot, OutsideRoot
 from datavolume.runs import RunFolder
-from jobkit.errors import JobFailed
-from jobkit.worker import LocalContext, is_out_of_memory
+from jobkit.context import LocalContext
+from jobkit.errors import JobFailed, is_out_of_memory
 from shard_format.preprocess import Preprocess
 from trainer_service.engine.callbacks import RunRecorder, StopOnRequest, optimizer_step
 from trainer_service.engine.data import input_pipelines, load_dataset
