@@ -250,12 +250,15 @@ def _parse_setting(text: str) -> tuple[str, Any]:
 def train(
     ctx: typer.Context,
     dataset: Annotated[str, typer.Argument(help="A prepared dataset's name.")],
+    recipe: Annotated[
+        str | None, typer.Option(help="A training recipe (tin recipes): homework or fast.")
+    ] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs to train.")] = None,
     width: Annotated[str | None, typer.Option(help="full, half or a multiple of 4.")] = None,
     levels: Annotated[str | None, typer.Option(help="Bottlenecks per level, e.g. 4,6,3,2.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Global batch size.")] = None,
     learning_rate: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
-    schedule: Annotated[str | None, typer.Option(help="step, cosine or constant.")] = None,
+    schedule: Annotated[str | None, typer.Option(help="step, cosine, linear or constant.")] = None,
     optimizer: Annotated[str | None, typer.Option(help="sgd or adam.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
     settings: Annotated[
@@ -266,8 +269,9 @@ def train(
 ) -> None:
     """Start a training run on a prepared dataset."""
     config: dict[str, Any] = dict(_parse_setting(s) for s in settings or [])
-    given = {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
-             "schedule": schedule, "optimizer": optimizer, "seed": seed}  # fmt: skip
+    given = {"recipe": recipe, "epochs": epochs, "batch_size": batch_size,
+             "learning_rate": learning_rate, "schedule": schedule, "optimizer": optimizer,
+             "seed": seed}  # fmt: skip
     config |= {k: v for k, v in given.items() if v is not None}
     if width is not None:
         config["width"] = int(width) if width.isdigit() else width
@@ -387,6 +391,32 @@ def history(
     }
     columns["learning_rate"] = lambda r: f"{r.get('learning_rate', 0):.3g}"
     _table(rows, columns)
+
+
+@app.command()
+def recipes(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the answer as JSON.")] = False,
+) -> None:
+    """The training recipes a run may name, and every value each one sets."""
+    with _clients(ctx).trainer() as client:
+        answer = client.recipes()
+    if as_json:
+        _print_json(answer)
+        return
+    items = answer["items"]
+    table = Table(show_edge=False, pad_edge=False, box=None)
+    table.add_column("field")
+    for item in items:
+        default = " (default)" if item["name"] == answer["default"] else ""
+        table.add_column(f"{item['name']}{default}")
+    for field in items[0]["values"]:
+        cells = [json.dumps(item["values"][field]) for item in items]
+        style = None if len(set(cells)) == 1 else "bold"
+        table.add_row(field, *cells, style=style)
+    console.print(table)
+    for item in items:
+        console.print(f"{item['name']}: {item['summary']}", soft_wrap=True)
 
 
 @app.command()

@@ -205,6 +205,10 @@ class TrainerClient(ServiceClient):
     def checkpoints(self, run_id: str) -> list[dict[str, Any]]:
         return self.request("GET", f"/v1/runs/{run_id}/checkpoints").json()
 
+    def recipes(self) -> dict[str, Any]:
+        """``GET /v1/recipes``: ``{"default": name, "items": [{name, summary, values}]}``."""
+        return self.request("GET", "/v1/recipes").json()
+
     def model_report(self, **params: Any) -> dict[str, Any]:
         """``GET /v1/model-report`` (``width``, ``levels`` as a list or "4,6,3,2", ...)."""
         if isinstance(params.get("levels"), list | tuple):

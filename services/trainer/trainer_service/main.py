@@ -13,7 +13,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from jobkit.service import create_service_app
-from trainer_service.api import report, runs
+from trainer_service.api import recipes, report, runs
 from trainer_service.jobs import JOB_KIND, JOB_TARGET
 from trainer_service.settings import Settings, get_settings
 
@@ -27,7 +27,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Trains the bottleneck ResNet on prepared Tiny ImageNet shards.",
         kind=JOB_KIND,
         target=JOB_TARGET,
-        routers=[runs.router, runs.jobs_router, report.router],
+        routers=[runs.router, runs.jobs_router, recipes.router, report.router],
         folders=lambda s: (s.volume.runs,),
         running_noun="run(s) training",
     )

@@ -57,3 +57,16 @@ class ResumeRequest(BaseModel):
         description='Resume from this checkpoint: "latest" (default), "best", N or '
         "epoch-000N.keras. Later checkpoints and history rows are discarded.",
     )
+
+
+class RecipePublic(BaseModel):
+    name: str
+    summary: str
+    values: dict[str, Any] = Field(
+        ..., description="Every field the recipe decides, as it resolves them."
+    )
+
+
+class RecipeList(BaseModel):
+    default: str = Field(..., description="The recipe of a run that names none.")
+    items: list[RecipePublic]

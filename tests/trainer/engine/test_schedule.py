@@ -70,6 +70,30 @@ def test_optimizer_rate_follows_iterations():
 
 def test_bad_arguments():
     with pytest.raises(ValueError, match="kind"):
-        EpochSchedule(0.1, 10, "linear")
+        EpochSchedule(0.1, 10, "poly")
     with pytest.raises(ValueError, match="steps_per_epoch"):
         EpochSchedule(0.1, 0)
+
+
+def test_linear_decays_to_zero_after_the_warmup():
+    schedule = EpochSchedule(0.4, 10, "linear", warmup_epochs=1, total_epochs=11)
+    assert lr(schedule, 0) == pytest.approx(0.4 / 10)
+    assert lr(schedule, 10) == pytest.approx(0.4)  # the peak: a one-cycle triangle
+    assert lr(schedule, 60) == pytest.approx(0.2)
+    assert lr(schedule, 110) == pytest.approx(0.0, abs=1e-7)
+    assert np.all(np.diff([lr(schedule, s) for s in range(10, 111)]) < 0)
+
+
+def test_warmup_in_steps_wins_over_epochs():
+    schedule = EpochSchedule(0.1, 10, "constant", warmup_epochs=3, warmup_steps=4)
+    assert schedule.warmup_steps == 4
+    assert lr(schedule, 0) == pytest.approx(0.1 / 4)
+    assert lr(schedule, 3) == pytest.approx(0.1)
+    restored = EpochSchedule.from_config(schedule.get_config())
+    assert restored.warmup_steps == 4
+
+
+def test_a_schedule_saved_before_warmup_steps_existed_still_loads():
+    config = EpochSchedule(0.1, 10, "cosine", warmup_epochs=1).get_config()
+    del config["warmup_steps"]
+    assert EpochSchedule.from_config(config).warmup_steps == 10

@@ -71,16 +71,30 @@ def test_bottleneck_rejects_a_channel_mismatch():
     [
         (
             ResnetBasic(8, kernel_size=1, strides=2, weight_decay=1e-4, name="basic"),
-            {"filters": 8, "kernel_size": 1, "strides": 2, "weight_decay": 1e-4},
+            {
+                "filters": 8,
+                "kernel_size": 1,
+                "strides": 2,
+                "weight_decay": 1e-4,
+                "zero_init": False,
+            },
             4,
         ),
-        (Bottleneck(16, name="b"), {"filters": 16, "weight_decay": 0.0}, 16),
+        (
+            Bottleneck(16, name="b"),
+            {"filters": 16, "weight_decay": 0.0, "zero_init_residual": False},
+            16,
+        ),
         (
             SpecialBottleneck(16, weight_decay=0.5, name="s"),
-            {"filters": 16, "weight_decay": 0.5},
+            {"filters": 16, "weight_decay": 0.5, "zero_init_residual": False},
             3,
         ),
-        (Downsample(8, name="d"), {"filters": 8, "weight_decay": 0.0}, 8),
+        (
+            Downsample(8, zero_init_residual=True, name="d"),
+            {"filters": 8, "weight_decay": 0.0, "zero_init_residual": True},
+            8,
+        ),
     ],
 )
 def test_get_config_is_the_constructor_args_and_round_trips(block, args, channels):

@@ -71,12 +71,30 @@ class RunRecorder(keras.callbacks.Callback):
     records nothing.
     """
 
-    def __init__(self, run: RunFolder, ctx, *, epochs, steps_per_epoch, batch_size, keep):
+    def __init__(
+        self,
+        run: RunFolder,
+        ctx,
+        *,
+        epochs,
+        steps_per_epoch,
+        batch_size,
+        keep,
+        network=None,
+        tta_flip=False,
+    ):
         super().__init__()
+        #: What the checkpoints save: the network (``fit`` may train a wrapper around it).
+        self.network = network
+        self.tta_flip = tta_flip
         self.run, self.ctx, self.keep = run, ctx, keep
         self.epochs, self.steps, self.batch_size = epochs, steps_per_epoch, batch_size
         self.events = EventFiles(run)
         self.last_epoch_s: float | None = None
+
+    @property
+    def saved_model(self):
+        return self.network if self.network is not None else self.model
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch, self.batches = epoch, 0
@@ -123,7 +141,7 @@ class RunRecorder(keras.callbacks.Callback):
         step = optimizer_step(self.model)
         if self.batches < self.steps:
             path = checkpoints.save_partial(
-                self.model, self.run, epoch, step, steps_per_epoch=self.steps
+                self.saved_model, self.run, epoch, step, steps_per_epoch=self.steps
             )
             self.ctx.log.info("stopped during epoch %d: saved %s (step %d)", epoch + 1, path, step)
             return
@@ -138,10 +156,11 @@ class RunRecorder(keras.callbacks.Callback):
             "images_per_s": round(
                 self.steps * self.batch_size / max(self.train_ended - self.started, 1e-9), 2
             ),
+            "tta_flip": self.tta_flip,
         }
         append_epoch(self.run, row)
         checkpoints.save_epoch(
-            self.model,
+            self.saved_model,
             self.run,
             epoch + 1,
             step,

@@ -85,9 +85,17 @@ def predict_and_evaluate(
     batch_size: int = PREDICT_BATCH,
     limit_val_steps: int | None = None,
     checkpoint: dict[str, Any] | None = None,
+    tta_flip: bool = False,
 ) -> dict[str, Any]:
-    """Write ``predictions.txt`` and ``evaluation.json`` into ``out_dir``; returns the latter."""
+    """Write ``predictions.txt`` and ``evaluation.json`` into ``out_dir``; returns the latter.
+
+    With ``tta_flip`` both average each image's logits with its mirror's."""
     run = RunFolder(Path(out_dir))
+    if tta_flip:
+        from trainer_service.engine.objective import flip_averaging_model
+
+        model = flip_averaging_model(model)
+        model.compile(loss=loss(), metrics=metrics())
     lines = predict_lines(model, data_dir, metadata, batch_size)
     atomic_write_text(run.predictions, "".join(f"{line}\n" for line in lines))
     evaluation = {
@@ -95,6 +103,7 @@ def predict_and_evaluate(
         **evaluate_val(model, data_dir, metadata, batch_size, limit_val_steps),
         "test_predictions": len(lines),
         "predictions_file": run.predictions.name,
+        "tta_flip": tta_flip,
     }
     atomic_write_json(run.evaluation, evaluation)
     return evaluation

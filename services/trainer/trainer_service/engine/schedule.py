@@ -1,4 +1,5 @@
-"""The learning rate as a function of the optimizer's step: step decay, cosine, linear warm-up.
+"""The learning rate as a function of the optimizer's step: step decay, cosine or linear decay to
+zero, linear warm-up.
 
 :class:`EpochSchedule` is a serializable Keras ``LearningRateSchedule`` computed with
 ``keras.ops`` from ``optimizer.iterations``. The optimizer state saved in every checkpoint holds
@@ -14,7 +15,7 @@ from collections.abc import Sequence
 import keras
 from keras import ops
 
-KINDS = ("step", "cosine", "constant")
+KINDS = ("step", "cosine", "linear", "constant")
 
 
 @keras.saving.register_keras_serializable(package="trainer_service")
@@ -26,9 +27,12 @@ class EpochSchedule(keras.optimizers.schedules.LearningRateSchedule):
       ``decay_epochs=[64]`` epochs 0..63 use ``base`` and epoch 64 on ``base * factor``).
     - ``cosine``: ``base * 0.5 * (1 + cos(pi * p))`` with ``p`` going from 0 at the end of the
       warm-up to 1 at the end of ``total_epochs`` (the last step's rate is just above 0).
+    - ``linear``: ``base * (1 - p)``, the same ``p``: a straight line to 0 at the end (with a
+      warm-up, the triangle of a one-cycle schedule).
     - ``constant``: ``base``.
-    - warm-up: over the first ``warmup_epochs * steps_per_epoch`` steps the rate above is scaled
-      by ``(s + 1) / warmup_steps`` (linear from ``base / warmup_steps`` to ``base``).
+    - warm-up: over the first ``warmup_steps`` steps (``warmup_epochs * steps_per_epoch`` unless
+      given in steps) the rate above is scaled by ``(s + 1) / warmup_steps`` (linear from
+      ``base / warmup_steps`` to ``base``).
     """
 
     def __init__(
@@ -40,6 +44,7 @@ class EpochSchedule(keras.optimizers.schedules.LearningRateSchedule):
         decay_factor: float = 0.1,
         warmup_epochs: float = 0.0,
         total_epochs: int = 72,
+        warmup_steps: int | None = None,
     ):
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -52,9 +57,12 @@ class EpochSchedule(keras.optimizers.schedules.LearningRateSchedule):
         self.decay_factor = float(decay_factor)
         self.warmup_epochs = float(warmup_epochs)
         self.total_epochs = int(total_epochs)
+        self._warmup_steps = None if warmup_steps is None else int(warmup_steps)
 
     @property
     def warmup_steps(self) -> int:
+        if self._warmup_steps is not None:
+            return self._warmup_steps
         return round(self.warmup_epochs * self.steps_per_epoch)
 
     def __call__(self, step):
@@ -66,11 +74,14 @@ class EpochSchedule(keras.optimizers.schedules.LearningRateSchedule):
             for boundary in self.decay_epochs:
                 drops = drops + ops.cast(ops.greater_equal(epoch, boundary), "float32")
             lr = self.base_lr * ops.power(ops.cast(self.decay_factor, "float32"), drops)
-        elif self.kind == "cosine":
+        elif self.kind in ("cosine", "linear"):
             warmup = float(self.warmup_steps)
             span = max(1.0, self.total_epochs * self.steps_per_epoch - warmup)
             progress = ops.clip((stepf - warmup) / span, 0.0, 1.0)
-            lr = self.base_lr * 0.5 * (1.0 + ops.cos(math.pi * progress))
+            if self.kind == "cosine":
+                lr = self.base_lr * 0.5 * (1.0 + ops.cos(math.pi * progress))
+            else:
+                lr = self.base_lr * (1.0 - progress)
         else:
             lr = ops.cast(self.base_lr, "float32") + ops.zeros((), "float32")
         if self.warmup_steps > 0:
@@ -87,6 +98,7 @@ class EpochSchedule(keras.optimizers.schedules.LearningRateSchedule):
             "decay_factor": self.decay_factor,
             "warmup_epochs": self.warmup_epochs,
             "total_epochs": self.total_epochs,
+            "warmup_steps": self._warmup_steps,
         }
 
 
@@ -100,4 +112,5 @@ def schedule_for(config, steps_per_epoch: int) -> EpochSchedule:
         decay_factor=config.decay_factor,
         warmup_epochs=config.warmup_epochs,
         total_epochs=config.epochs,
+        warmup_steps=config.warmup_steps,
     )

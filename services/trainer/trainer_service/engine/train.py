@@ -31,8 +31,10 @@ from shard_format.preprocess import Preprocess
 from trainer_service.engine.callbacks import RunRecorder, StopOnRequest, optimizer_step
 from trainer_service.engine.data import input_pipelines, load_dataset
 from trainer_service.engine.evaluate import loss, metrics, predict_and_evaluate
+from trainer_service.engine.objective import TrainingModel
 from trainer_service.engine.runtime import Runtime, resolve_runtime
 from trainer_service.engine.schedule import schedule_for
+from trainer_service.model.augment import Augment
 from trainer_service.model.resnet import build_resnet
 from trainer_service.runs import checkpoints, resume
 from trainer_service.runs.checkpoints import atomic_save_model
@@ -79,8 +81,8 @@ def train(
     }
     try:
         with ctx.interruptible(), runtime.scope():
-            model = build_model(config, metadata.num_classes)
-            compile_model(model, config, runtime, steps)
+            model = build_model(config, metadata.num_classes)  # what is saved and exported
+            trained = compile_model(model, config, runtime, steps)  # what fit trains
             if start is not None:
                 result["resumed_from"] = restore(model, start, steps)
                 ctx.log.info("resumed from %s", result["resumed_from"])
@@ -96,22 +98,27 @@ def train(
             config.epochs,
         )
         if initial_epoch < config.epochs:
-            model.fit(
+            callbacks = [
+                StopOnRequest(lambda: ctx.should_stop, steps),
+                RunRecorder(
+                    run,
+                    ctx,
+                    epochs=config.epochs,
+                    steps_per_epoch=steps,
+                    batch_size=config.batch_size,
+                    keep=config.keep_checkpoints,
+                    network=model,
+                    tta_flip=config.tta_flip,
+                ),
+            ]
+            if config.use_ema:  # validation on the averaged weights; checkpoints keep both
+                callbacks.insert(0, keras.callbacks.SwapEMAWeights())
+            trained.fit(
                 train_ds,
                 validation_data=val_ds,
                 epochs=config.epochs,
                 initial_epoch=initial_epoch,
-                callbacks=[
-                    StopOnRequest(lambda: ctx.should_stop, steps),
-                    RunRecorder(
-                        run,
-                        ctx,
-                        epochs=config.epochs,
-                        steps_per_epoch=steps,
-                        batch_size=config.batch_size,
-                        keep=config.keep_checkpoints,
-                    ),
-                ],
+                callbacks=callbacks,
                 shuffle=False,  # the pipeline shuffles
                 verbose=0,
             )
@@ -124,10 +131,12 @@ def train(
             return {**result, "stopped": True}
 
         ctx.phase("export")
+        use_averaged_weights(model, config)
         result.update(export_final(model, run, config, ctx.log))
         ctx.phase("predict")
         with runtime.scope():
             model.load_weights(run.best)
+            use_averaged_weights(model, config)
         result["evaluation"] = predict_and_evaluate(
             model,
             folder,
@@ -136,6 +145,7 @@ def train(
             batch_size=config.batch_size,
             limit_val_steps=config.limit_val_steps,
             checkpoint={"checkpoint": run.best.name, "epoch": best["epoch"] if best else None},
+            tta_flip=config.tta_flip,
         )
         return {**result, "predictions": run.predictions.name, "stopped": False}
     except Exception as exc:
@@ -152,35 +162,89 @@ def train(
 # -- the model -------------------------------------------------------------------------------
 
 
+#: Variables the decoupled weight decay leaves alone unless ``decay_norm_and_bias``: BatchNorm's
+#: scale and offset, and biases (Keras matches these against the variables' names).
+NO_DECAY_NAMES = ("gamma", "beta", "bias")
+
+
 def build_model(config: TrainConfig, classes: int) -> keras.Model:
-    """The ResNet with its L2 weight decay, taking uint8 images (preprocessing inside)."""
+    """The ResNet with its L2 weight decay, taking uint8 images: standardization and the flip
+    (``Preprocess``), then the training-only augmentation the config asks for (``Augment``)."""
+    preprocessing = [Preprocess(flip=config.flip, seed=config.seed, name="preprocess")]
+    if config.crop_padding or config.resized_crop_scale is not None:
+        preprocessing.append(
+            Augment(
+                config.crop_padding,
+                config.resized_crop_scale,
+                config.resized_crop_ratio,
+                seed=config.seed,
+                name="augment",
+            )
+        )
     return build_resnet(
         classes,
         config.filters,
         config.levels,
         weight_decay=config.weight_decay,
-        preprocessing=Preprocess(seed=config.seed, name="preprocess"),
+        zero_init_residual=config.zero_init_residual,
+        preprocessing=preprocessing,
         input_dtype="uint8",
     )
 
 
+def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    """SGD (momentum, Nesterov) or Adam on the config's schedule, with its decoupled weight decay
+    and weight averaging when asked."""
+    options: dict[str, Any] = {"learning_rate": schedule_for(config, steps_per_epoch)}
+    if config.decoupled_weight_decay:
+        options["weight_decay"] = config.decoupled_weight_decay
+    if config.use_ema:
+        options.update(use_ema=True, ema_momentum=config.ema_momentum)
+    if config.optimizer == "adam":
+        optimizer = keras.optimizers.Adam(**options)
+    else:
+        optimizer = keras.optimizers.SGD(
+            momentum=config.momentum, nesterov=config.nesterov, **options
+        )
+    if config.decoupled_weight_decay and not config.decay_norm_and_bias:
+        optimizer.exclude_from_weight_decay(var_names=list(NO_DECAY_NAMES))
+    return optimizer
+
+
 def compile_model(
     model: keras.Model, config: TrainConfig, runtime: Runtime, steps_per_epoch: int
-) -> None:
-    """SGD (momentum) or Adam following the config's schedule; the loss and metrics of
-    :mod:`trainer_service.engine.evaluate`."""
-    learning_rate = schedule_for(config, steps_per_epoch)
-    if config.optimizer == "adam":
-        optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
-    else:
-        optimizer = keras.optimizers.SGD(learning_rate=learning_rate, momentum=config.momentum)
-    model.compile(
-        optimizer=optimizer,
-        loss=loss(),
-        metrics=metrics(),
-        jit_compile=runtime.jit_compile,
-        steps_per_execution=runtime.steps_per_execution,
+) -> keras.Model:
+    """Compile ``model`` with :func:`make_optimizer` and the loss and metrics of
+    :mod:`.evaluate`; return what ``fit`` trains: ``model`` itself, or, when the config mixes
+    images, smooths labels or flip-averages validation, a :class:`.objective.TrainingModel`
+    around it sharing its optimizer (so ``model``'s checkpoints hold the optimizer's state)."""
+    optimizer = make_optimizer(config, steps_per_epoch)
+    compiled = {
+        "jit_compile": runtime.jit_compile,
+        "steps_per_execution": runtime.steps_per_execution,
+    }
+    model.compile(optimizer=optimizer, loss=loss(), metrics=metrics(), **compiled)
+    if not (config.mixup_alpha or config.cutmix_alpha or config.label_smoothing or config.tta_flip):
+        return model
+    trained = TrainingModel(
+        model,
+        mixup_alpha=config.mixup_alpha,
+        cutmix_alpha=config.cutmix_alpha,
+        cutmix_prob=config.cutmix_prob,
+        label_smoothing=config.label_smoothing,
+        tta_flip=config.tta_flip,
+        seed=config.seed,
+        name="training",
     )
+    trained.compile(optimizer=optimizer, metrics=metrics(), **compiled)
+    return trained
+
+
+def use_averaged_weights(model: keras.Model, config: TrainConfig) -> None:
+    """With ``use_ema``: put the optimizer's moving averages into ``model``'s weights (what
+    the export and the predictions use)."""
+    if config.use_ema:
+        model.optimizer.finalize_variable_values(model.trainable_variables)
 
 
 def weights_digest(model: keras.Model) -> str:

@@ -35,7 +35,10 @@ def l2_regularizer(weight_decay: float):
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class ResnetBasic(layers.Layer):
-    """BatchNorm -> ReLU -> Conv2D(``filters``, ``kernel_size``, ``strides``, same, no bias)."""
+    """BatchNorm -> ReLU -> Conv2D(``filters``, ``kernel_size``, ``strides``, same, no bias).
+
+    ``zero_init`` starts the convolution's kernel at zero (the unit then outputs zeros).
+    """
 
     def __init__(
         self,
@@ -43,6 +46,7 @@ class ResnetBasic(layers.Layer):
         kernel_size: int = 3,
         strides: int = 1,
         weight_decay: float = 0.0,
+        zero_init: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -50,6 +54,7 @@ class ResnetBasic(layers.Layer):
         self.kernel_size = check_positive_int("kernel_size", kernel_size)
         self.strides = check_positive_int("strides", strides)
         self.weight_decay = check_weight_decay(weight_decay)
+        self.zero_init = bool(zero_init)
         policy = self.dtype_policy
         self.bn = layers.BatchNormalization(name="bn", dtype=policy)
         self.relu = layers.ReLU(name="relu", dtype=policy)
@@ -59,6 +64,7 @@ class ResnetBasic(layers.Layer):
             strides=self.strides,
             padding="same",
             use_bias=False,
+            kernel_initializer="zeros" if self.zero_init else "glorot_uniform",
             kernel_regularizer=l2_regularizer(self.weight_decay),
             name="conv",
             dtype=policy,
@@ -83,24 +89,41 @@ class ResnetBasic(layers.Layer):
             "kernel_size": self.kernel_size,
             "strides": self.strides,
             "weight_decay": self.weight_decay,
+            "zero_init": self.zero_init,
         }
 
 
 class _ResidualBlock(layers.Layer):
-    """``residual(x) + shortcut(x)``: a chain of basics plus an identity or a 1x1 projection."""
+    """``residual(x) + shortcut(x)``: a chain of basics plus an identity or a 1x1 projection.
 
-    # Set by subclasses in __init__.
+    ``zero_init_residual`` starts the residual branch's last convolution at zero, so the block
+    starts as its shortcut (the identity, for a Bottleneck). This is the pre-activation form of
+    Goyal et al.'s zero-initialised last BatchNorm: here the branch ends with a convolution, and a
+    zero BatchNorm scale before a ReLU would get no gradient (ReLU'(0) = 0) and stay dead.
+    """
+
+    #: Subclasses set their sublayers in __init__, after this class's.
+    _FILTERS_MULTIPLE = 1
     reduce: ResnetBasic
     conv3x3: ResnetBasic
     expand: ResnetBasic
     projection: ResnetBasic | layers.Conv2D | None
 
-    def _basic(self, filters, kernel_size=1, strides=1, *, name):
+    def __init__(
+        self, filters: int, weight_decay: float = 0.0, zero_init_residual: bool = False, **kwargs
+    ):
+        super().__init__(**kwargs)
+        self.filters = check_positive_int("filters", filters, multiple=self._FILTERS_MULTIPLE)
+        self.weight_decay = check_weight_decay(weight_decay)
+        self.zero_init_residual = bool(zero_init_residual)
+
+    def _basic(self, filters, kernel_size=1, strides=1, *, name, last=False):
         return ResnetBasic(
             filters,
             kernel_size,
             strides,
             weight_decay=self.weight_decay,
+            zero_init=last and self.zero_init_residual,
             name=name,
             dtype=self.dtype_policy,
         )
@@ -151,6 +174,7 @@ class _ResidualBlock(layers.Layer):
             **super().get_config(),
             "filters": self.filters,
             "weight_decay": self.weight_decay,
+            "zero_init_residual": self.zero_init_residual,
         }
 
 
@@ -158,14 +182,14 @@ class _ResidualBlock(layers.Layer):
 class Bottleneck(_ResidualBlock):
     """Identity + (1x1 to Ni/4, 3x3 to Ni/4, 1x1 to Ni); input and output have Ni channels."""
 
+    _FILTERS_MULTIPLE = 4
+
     def __init__(self, filters: int, weight_decay: float = 0.0, **kwargs):
-        super().__init__(**kwargs)
-        self.filters = check_positive_int("filters", filters, multiple=4)
-        self.weight_decay = check_weight_decay(weight_decay)
+        super().__init__(filters, weight_decay, **kwargs)
         inner = self.filters // 4
         self.reduce = self._basic(inner, 1, name="reduce")
         self.conv3x3 = self._basic(inner, 3, name="conv3x3")
-        self.expand = self._basic(self.filters, 1, name="expand")
+        self.expand = self._basic(self.filters, 1, name="expand", last=True)
         self.projection = None
 
     def _check_input(self, input_shape):
@@ -205,11 +229,11 @@ class SpecialBottleneck(Bottleneck):
 class Downsample(_ResidualBlock):
     """Halve H and W, double the width: (1x1/2 to Ni/2, 3x3 to Ni/2, 1x1 to 2Ni) + basic 1x1/2."""
 
+    _FILTERS_MULTIPLE = 2
+
     def __init__(self, filters: int, weight_decay: float = 0.0, **kwargs):
-        super().__init__(**kwargs)
-        self.filters = check_positive_int("filters", filters, multiple=2)
-        self.weight_decay = check_weight_decay(weight_decay)
+        super().__init__(filters, weight_decay, **kwargs)
         self.reduce = self._basic(self.filters // 2, 1, 2, name="reduce")
         self.conv3x3 = self._basic(self.filters // 2, 3, name="conv3x3")
-        self.expand = self._basic(2 * self.filters, 1, name="expand")
+        self.expand = self._basic(2 * self.filters, 1, name="expand", last=True)
         self.projection = self._basic(2 * self.filters, 1, 2, name="projection")

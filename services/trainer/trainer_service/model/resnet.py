@@ -56,16 +56,19 @@ def build_resnet(
     levels: Sequence[int] = DEFAULT_LEVELS,
     *,
     weight_decay: float = 0.0,
-    preprocessing: layers.Layer | None = None,
+    zero_init_residual: bool = False,
+    preprocessing: layers.Layer | Sequence[layers.Layer] | None = None,
     input_shape: tuple[int, int, int] = INPUT_SHAPE,
     input_dtype: str = "float32",
     name: str = "resnet",
 ) -> keras.Model:
     """Build the functional bottleneck ResNet (freshly initialised); it outputs logits.
 
-    ``preprocessing`` (e.g. ``shard_format.preprocess.Preprocess()``, which takes uint8 images:
-    pass ``input_dtype="uint8"``) is applied right after the Input. ``weight_decay`` puts an L2
-    regularizer (``wd * sum(w**2)`` added to the loss) on every Conv2D and the Dense.
+    ``preprocessing`` (a layer or layers, e.g. ``shard_format.preprocess.Preprocess()``, which
+    takes uint8 images: pass ``input_dtype="uint8"``, then ``model.augment.Augment``) is applied
+    right after the Input. ``weight_decay`` puts an L2 regularizer (``wd * sum(w**2)`` added to
+    the loss) on every Conv2D and the Dense. ``zero_init_residual`` starts every residual
+    branch at zero (see ``blocks._ResidualBlock``).
     """
     classes = check_positive_int("classes", classes)
     filters = check_positive_int("filters", filters, multiple=4)
@@ -77,8 +80,10 @@ def build_resnet(
 
     inputs = keras.Input(shape=shape, dtype=input_dtype, name="images")
     x = inputs
-    if preprocessing is not None:
-        x = preprocessing(x)
+    if isinstance(preprocessing, layers.Layer):
+        preprocessing = [preprocessing]
+    for layer in preprocessing or ():
+        x = layer(x)
     x = layers.Conv2D(
         filters,
         3,
@@ -87,12 +92,13 @@ def build_resnet(
         kernel_regularizer=l2_regularizer(weight_decay),
         name="tail_conv",
     )(x)
-    x = SpecialBottleneck(filters, weight_decay=weight_decay, name="special_bottleneck")(x)
+    block = {"weight_decay": weight_decay, "zero_init_residual": zero_init_residual}
+    x = SpecialBottleneck(filters, **block, name="special_bottleneck")(x)
     width = filters
     for level, repeats in enumerate(levels, start=1):
         for i in range(1, repeats + 1):
-            x = Bottleneck(width, weight_decay=weight_decay, name=f"level{level}_bottleneck{i}")(x)
-        x = Downsample(width, weight_decay=weight_decay, name=f"level{level}_downsample")(x)
+            x = Bottleneck(width, **block, name=f"level{level}_bottleneck{i}")(x)
+        x = Downsample(width, **block, name=f"level{level}_downsample")(x)
         width *= 2
     x = layers.BatchNormalization(name="final_bn")(x)
     x = layers.ReLU(name="final_relu")(x)

@@ -1,9 +1,10 @@
 """What a training run is asked to do: :class:`TrainConfig`, the body of ``POST /v1/runs``.
 
 Defaults are the homework's (batch 128, 72 epochs, SGD momentum 0.9, learning rate 0.01 times 0.1
-at epoch 64), except the weight decay, which the homework set far too strong (see
-:data:`DEFAULT_WEIGHT_DECAY`). Every invalid value fails validation with an error located at its
-field, which the API turns into a 422 naming that field.
+at epoch 64, a random flip), except the weight decay, which the homework set far too strong (see
+:data:`DEFAULT_WEIGHT_DECAY`). A ``recipe`` (:mod:`.recipes`) fills the fields a request leaves
+out. Every invalid value fails validation with an error located at its field, which the API
+turns into a 422 naming that field.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from pathlib import PurePosixPath
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from shard_format.schema import DATASET_NAME_PATTERN
 
@@ -23,6 +24,7 @@ from trainer_service.architecture import (
     check_shape,
     resolve_width,
 )
+from trainer_service.runs.recipes import DEFAULT_RECIPE, RECIPE_FIELDS, RECIPES, apply_recipe
 
 #: Scale of ``keras.regularizers.L2`` on every Conv2D/Dense kernel. Keras adds ``l * sum(w**2)``
 #: to the loss, whose gradient is ``2 * l * w``: with SGD this equals the classic (coupled)
@@ -51,6 +53,11 @@ class TrainConfig(BaseModel):
         description="Name of a prepared dataset under <data_root>/datasets/.",
         examples=["tiny-imagenet-200"],
     )
+    recipe: Literal[tuple(RECIPES)] = Field(  # type: ignore[valid-type]
+        DEFAULT_RECIPE,
+        description="A preset of the fields that decide accuracy (GET /v1/recipes lists them): "
+        "it fills every field the request leaves out; a field the request sets wins.",
+    )
     width: Literal["full", "half"] | int = Field(
         "full",
         description='Filters of the first level: "full" (64), "half" (32) or a multiple of 4.',
@@ -61,28 +68,120 @@ class TrainConfig(BaseModel):
         max_length=MAX_LEVELS,
         description="Bottleneck repeats per level (each level ends with a Downsample).",
     )
-    epochs: int = Field(72, ge=1, le=10_000)
+    epochs: int = Field(72, ge=1, le=10_000, description="Epochs to train in all.")
     batch_size: int = Field(128, ge=1, le=MAX_BATCH, description="Global batch (all replicas).")
-    optimizer: Literal["sgd", "adam"] = "sgd"
-    learning_rate: float = Field(0.01, gt=0, le=10, description="Peak (base) learning rate.")
+    optimizer: Literal["sgd", "adam"] = Field(
+        "sgd", description="sgd (with momentum) or adam (AdamW with decoupled_weight_decay)."
+    )
+    learning_rate: float = Field(
+        0.01,
+        gt=0,
+        le=10,
+        description="Peak (base) learning rate. For another batch size, scale it linearly "
+        "(learning_rate * new_batch / batch: Goyal et al. 2017) and keep a warm-up.",
+    )
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (ignored by Adam).")
-    schedule: Literal["step", "cosine", "constant"] = Field(
+    nesterov: bool = Field(False, description="Nesterov momentum (SGD only).")
+    schedule: Literal["step", "cosine", "linear", "constant"] = Field(
         "step",
-        description="step: times decay_factor at each of decay_epochs; cosine: to 0 at the end.",
+        description="step: times decay_factor at each of decay_epochs; cosine or linear: from "
+        "the end of the warm-up to 0 at the end of the run (with a warm-up: one-cycle).",
     )
     decay_epochs: list[int] = Field(
         default_factory=lambda: [64],
         description="Step schedule: epochs (0-based, i.e. after that many) where the LR drops.",
     )
-    decay_factor: float = Field(0.1, gt=0, le=1)
+    decay_factor: float = Field(
+        0.1, gt=0, le=1, description="Step schedule: the factor at each of decay_epochs."
+    )
     warmup_epochs: float = Field(
         0.0, ge=0, description="Linear warm-up from ~0 to learning_rate over this many epochs."
+    )
+    warmup_steps: int | None = Field(
+        None, ge=1, le=10_000_000, description="The warm-up in optimizer steps instead of epochs."
     )
     weight_decay: float = Field(
         DEFAULT_WEIGHT_DECAY,
         ge=0,
         le=1,
         description="keras L2 scale on every kernel (adds wd*sum(w^2); SGD-equivalent decay 2*wd).",
+    )
+    decoupled_weight_decay: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Decoupled weight decay (the optimizer's weight_decay: each step subtracts "
+        "learning_rate * decay * w; with Adam this is AdamW), beside or instead of the L2.",
+    )
+    decay_norm_and_bias: bool = Field(
+        False,
+        description="Apply the decoupled weight decay to BatchNorm scales/offsets and biases "
+        "too (by default they are excluded, as the published recipes do).",
+    )
+    zero_init_residual: bool = Field(
+        False,
+        description="Initialise the last BatchNorm scale of every residual branch to 0, so "
+        "each block starts as the identity (Goyal et al. 2017).",
+    )
+    use_ema: bool = Field(
+        False,
+        description="Keep an exponential moving average of the weights; validation, the best "
+        "checkpoint's choice, the exported model and the predictions use the averaged weights.",
+    )
+    ema_momentum: float = Field(0.999, gt=0, lt=1, description="Decay of that average per step.")
+    flip: bool = Field(
+        True,
+        description="Random horizontal flip of training images (turn it off where left and "
+        "right differ).",
+    )
+    crop_padding: int = Field(
+        0,
+        ge=0,
+        le=32,
+        description="Random crop with this much padding: each training image shifted by up to "
+        "this many pixels each way, the uncovered border at the image's mean; 0: off.",
+    )
+    resized_crop_scale: list[float] | None = Field(
+        None,
+        min_length=2,
+        max_length=2,
+        description="Random resized crop of training images: [min, max] fraction of the area "
+        "kept (0 < min <= max <= 1), resized back to 64x64; null: off.",
+    )
+    resized_crop_ratio: list[float] = Field(
+        default_factory=lambda: [0.75, 4 / 3],
+        min_length=2,
+        max_length=2,
+        description="Aspect ratio (width / height) range of the random resized crop.",
+    )
+    mixup_alpha: float = Field(
+        0.0,
+        ge=0,
+        le=10,
+        description="MixUp: each training image blended with another (and the loss with its "
+        "label) by a weight drawn from Beta(alpha, alpha); 0: off.",
+    )
+    cutmix_alpha: float = Field(
+        0.0,
+        ge=0,
+        le=10,
+        description="CutMix: a box of another training image pasted in (the loss weighted by "
+        "the areas), its area fraction drawn from Beta(alpha, alpha); 0: off.",
+    )
+    cutmix_prob: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="With cutmix_alpha: the probability that an image gets CutMix; the others "
+        "get MixUp if mixup_alpha is set, else stay as they are.",
+    )
+    label_smoothing: float = Field(
+        0.0, ge=0, le=0.5, description="Label smoothing of the training loss (not validation's)."
+    )
+    tta_flip: bool = Field(
+        False,
+        description="Validation and test predictions average the logits of each image and its "
+        "mirror (test-time augmentation); the history says which was used.",
     )
     mixed_precision: Literal["auto", "bfloat16", "float16", "off"] = Field(
         "auto", description="auto: bfloat16 on a GPU, off (float32) on CPU."
@@ -92,7 +191,9 @@ class TrainConfig(BaseModel):
         "auto", description="Batches per compiled call; auto: 1 on CPU, 8 on a GPU."
     )
     keep_checkpoints: int = Field(5, ge=1, le=1000, description="Epoch checkpoints kept (+ best).")
-    seed: int = Field(0, ge=0, lt=2**31)
+    seed: int = Field(
+        0, ge=0, lt=2**31, description="Seeds the weights, the shuffles and every augmentation."
+    )
     deterministic: bool = Field(
         False,
         description=(
@@ -116,6 +217,11 @@ class TrainConfig(BaseModel):
     export_savedmodel: bool = Field(
         True, description="Also export a TF SavedModel (TensorFlow backend only)."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_recipe(cls, data):
+        return apply_recipe(data) if isinstance(data, dict) else data
 
     @field_validator("width")
     @classmethod
@@ -153,7 +259,38 @@ class TrainConfig(BaseModel):
     def _check_warmup(cls, value: float, info: ValidationInfo):
         epochs = info.data.get("epochs")
         if epochs is not None and value > epochs:
-            raise ValueError(f"warm-up ({value} epochs) is longer than the run ({epochs} epochs)")
+            raise ValueError(
+                f"warm-up ({value} epochs) is longer than the run ({epochs} epochs): shorten "
+                "warmup_epochs (a recipe may have set it)"
+            )
+        return value
+
+    @field_validator("warmup_steps")
+    @classmethod
+    def _check_warmup_steps(cls, value: int | None, info: ValidationInfo):
+        if value is not None and info.data.get("warmup_epochs"):
+            raise ValueError("give the warm-up in epochs or in steps, not both")
+        return value
+
+    @field_validator("nesterov")
+    @classmethod
+    def _check_nesterov(cls, value: bool, info: ValidationInfo):
+        if value and info.data.get("optimizer") == "adam":
+            raise ValueError("Nesterov momentum is for SGD; Adam has its own")
+        return value
+
+    @field_validator("resized_crop_scale")
+    @classmethod
+    def _check_crop_scale(cls, value: list[float] | None):
+        if value is not None and not 0 < value[0] <= value[1] <= 1:
+            raise ValueError(f"must be [min, max] with 0 < min <= max <= 1, got {value}")
+        return value
+
+    @field_validator("resized_crop_ratio")
+    @classmethod
+    def _check_crop_ratio(cls, value: list[float]):
+        if not 0.1 <= value[0] <= value[1] <= 10:
+            raise ValueError(f"must be [min, max] with 0.1 <= min <= max <= 10, got {value}")
         return value
 
     @field_validator("init_checkpoint")
@@ -172,3 +309,11 @@ class TrainConfig(BaseModel):
     def filters(self) -> int:
         """The width as an int (presets resolved)."""
         return resolve_width(self.width)
+
+
+def recipe_values(name: str) -> dict:
+    """Every field a recipe decides (:data:`~.recipes.RECIPE_FIELDS`) as that recipe resolves
+    it: its own values, and the defaults for the rest."""
+    fields = TrainConfig.model_fields
+    defaults = {f: fields[f].get_default(call_default_factory=True) for f in RECIPE_FIELDS}
+    return {**defaults, **RECIPES[name].values}

@@ -29,6 +29,7 @@ COLUMNS = (
     "learning_rate",
     "epoch_time_s",
     "images_per_s",
+    "tta_flip",  # whether the val columns average each image's logits with its mirror's
 )
 
 
