@@ -3,6 +3,7 @@ live bars on a pseudo-terminal, the exit statuses, Ctrl-C detaching, and complet
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import re
@@ -109,6 +110,24 @@ def test_prepare_and_train_in_plain_mode(live: Live):
     assert '"total_params"' in tin(live, "report", "--width", "8", "--levels", "1").stdout
 
 
+def test_recipes_and_a_run_that_names_one(live: Live):
+    listed = tin(live, "recipes")
+    assert listed.returncode == 0, listed.stderr
+    assert "homework (default)" in listed.stdout and "fast" in listed.stdout
+    assert re.search(r"^\s*crop_padding\s+0\s+4\s*$", listed.stdout, re.M), listed.stdout
+    answer = json.loads(tin(live, "recipes", "--json").stdout)
+    assert [item["name"] for item in answer["items"]] == ["homework", "fast"]
+
+    done = tin(live, "train", DATASET, "--recipe", "fast", "--epochs", "1", *TINY,
+               "--set", "warmup_epochs=0", "--follow")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    run_id = re.search(r"^run (\w+) ", done.stdout, re.M).group(1)
+    with live.trainer() as trainer:
+        request = trainer.get(run_id)["request"]
+    assert request["recipe"] == "fast" and request["tta_flip"] is True
+    assert (request["epochs"], request["batch_size"]) == (1, 8)  # what the command line set
+
+
 def test_failures_exit_non_zero_with_the_reason(live: Live):
     refused = tin(live, "train", DATASET, "--width", "huge")
     assert refused.returncode == 2
@@ -153,7 +172,7 @@ def test_every_command_has_complete_help(live: Live):
     assert top.returncode == 0
     group = typer.main.get_command(app)
     assert {"prepare", "train", "datasets", "runs", "status", "logs", "cancel", "resume",
-            "history", "report"} <= set(group.commands)  # fmt: skip
+            "history", "recipes", "report"} <= set(group.commands)  # fmt: skip
     for name, command in group.commands.items():
         assert name in top.stdout
         help_text = tin(live, name, "--help")

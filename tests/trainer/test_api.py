@@ -24,7 +24,9 @@ from shard_format.schema import METADATA_FILE
 from tests.trainer.support import TINY, TOY
 from trainer_service.main import create_app
 from trainer_service.runs import checkpoints
+from trainer_service.runs.config import recipe_values
 from trainer_service.runs.history import append_epoch, read_history
+from trainer_service.runs.recipes import RECIPE_FIELDS, RECIPES
 from trainer_service.settings import Settings
 
 TOKEN = "s3cret"
@@ -312,3 +314,50 @@ def test_the_schema_states_the_bounds_of_every_level(api):
     )
     assert (levels["minItems"], levels["maxItems"]) == (1, MAX_LEVELS)
     assert (levels["items"]["minimum"], levels["items"]["maximum"]) == (0, MAX_REPEATS)
+
+
+def test_recipes_are_listed_with_every_value_they_set(api: Offline):
+    answer = api.client.get("/v1/recipes").json()
+    assert answer["default"] == "homework"
+    by_name = {item["name"]: item for item in answer["items"]}
+    assert set(by_name) == set(RECIPES)
+    for name, item in by_name.items():
+        assert item["summary"] and item["values"] == recipe_values(name)
+    assert by_name["homework"]["values"]["crop_padding"] == 0
+    assert by_name["fast"]["values"]["crop_padding"] == 4
+
+
+def test_a_run_names_a_recipe_and_stores_its_resolved_values(api: Offline):
+    # The toy's 256 train images hold no batch of 512: the request sets its own size.
+    run = api.post_run(recipe="fast", batch_size=16, epochs=10, crop_padding=2)
+    request = run["request"]
+    assert request["recipe"] == "fast" and request["label_smoothing"] == 0.1
+    assert (request["batch_size"], request["epochs"], request["crop_padding"]) == (16, 10, 2)
+    assert run["training"]["epochs"] == 10
+
+
+def test_a_recipe_batch_the_dataset_cannot_fill_is_a_422(api: Offline):
+    body = {**TINY, "epochs": 10, "recipe": "fast"}
+    body.pop("batch_size")
+    found = problem(api.client.post("/v1/runs", json=body), 422)
+    assert found["errors"][0]["field"] == "body.batch_size" and "512" in found["detail"]
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [({"recipe": "turbo"}, "body.recipe"), ({"crop_padding": 40}, "body.crop_padding"),
+     ({"resized_crop_scale": [0.9, 0.1]}, "body.resized_crop_scale"),
+     ({"mixup_alpha": -1.0}, "body.mixup_alpha"),
+     ({"label_smoothing": 0.9}, "body.label_smoothing"),
+     ({"optimizer": "adam", "nesterov": True}, "body.nesterov")],
+)  # fmt: skip
+def test_a_bad_recipe_field_is_a_422_naming_it(api: Offline, change, field):
+    found = problem(api.client.post("/v1/runs", json={**TINY, "epochs": 2, **change}), 422)
+    assert [e["field"] for e in found["errors"]] == [field]
+
+
+def test_the_openapi_schema_documents_the_recipe_fields(api: Offline):
+    schema = api.client.get("/openapi.json").json()["components"]["schemas"]["TrainConfig"]
+    for field in (*RECIPE_FIELDS, "recipe"):
+        assert schema["properties"][field]["description"], field
+    assert schema["properties"]["recipe"]["enum"] == list(RECIPES)
