@@ -303,10 +303,10 @@ class RunInfo:
         date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
         return cls(command=command, repeats=repeats, machine=machine_line(), date=date)
 
-    def header(self, note: str = "") -> str:
+    def header(self, note: str = "", cells: str = STATS_NOTE) -> str:
         line = (
             f"_Machine: {self.machine} · command: `{self.command}` · date: {self.date} · "
-            f"repeats: {self.repeats}; {STATS_NOTE}_"
+            f"repeats: {self.repeats}; {cells}_"
         )
         return f"{line}\n_{note}_" if note else line
 

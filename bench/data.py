@@ -39,6 +39,7 @@ from dataset_service.layout_names import (
     train_image_name,
 )
 from dataset_service.synthetic import SyntheticSpec, generate, pack_zip
+from datavolume import DataRoot
 
 DATASET_NAME = "bench"
 FULL = SyntheticSpec()
@@ -95,7 +96,7 @@ class WorkData:
 
     @property
     def dataset_dir(self) -> Path:
-        return self.prepared_root / "datasets" / DATASET_NAME
+        return DataRoot(self.prepared_root).dataset(DATASET_NAME)
 
     @property
     def train_dir(self) -> Path:

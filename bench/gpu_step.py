@@ -15,7 +15,10 @@ alone, with the data already in memory (what the decoded-uint8 cache gives the t
   optimizer's ``stateless_apply`` on bfloat16 inputs already on the device, no metrics;
 - ``data-parallel``: the trainer's step under ``keras.distribution.DataParallel`` over every local
   device (what a run does with several; the global batch is split across them). With one device
-  it measures what the distribution path costs.
+  it measures what the distribution path costs;
+- ``recipe:<option>``: the trainer's step with one training option of
+  ``bench.recipe_variants.step_variants()`` (each augmentation alone, or the whole fast recipe):
+  ``--plan recipe`` runs them all at the fast recipe's batch, 512.
 
 The last column is the pure step time of 72 epochs of 100,000 images at the measured rate.
 On a CPU, ``XLA_FLAGS=--xla_force_host_platform_device_count=2 ... --plan quick`` is a dry run
@@ -28,6 +31,7 @@ Images/s is measured over whole ``fit`` calls after a warm-up call that compiles
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -45,6 +49,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bench.model_cost import count_macs, leaf_layers  # noqa: E402
+from bench.recipe_variants import step_variants  # noqa: E402
 from trainer_service.engine.runtime import resolve_runtime  # noqa: E402
 from trainer_service.engine.train import build_model, compile_model  # noqa: E402
 from trainer_service.model.resnet import build_resnet  # noqa: E402
@@ -66,7 +71,15 @@ PLANS = {
     ],
     # Where the default batch loses time: the plain step at the same batch.
     "small-batch": [("plain", 64, 128, None), ("plain", 32, 128, None)],
-    "quick": [("trainer", 8, 4, None), ("plain", 8, 4, None), ("data-parallel", 8, 4, None)],
+    "quick": [
+        ("trainer", 8, 4, None),
+        ("plain", 8, 4, None),
+        ("data-parallel", 8, 4, None),
+        ("recipe:fast recipe (all of its options)", 8, 4, None),
+    ],
+    # The fast recipe's step at its batch, then each option alone (bench.recipe_variants; the
+    # CPU's rows are BENCHMARKS.md section 6): what each costs the step on the card.
+    "recipe": [(f"recipe:{name}", 64, 512, None) for name in step_variants()],
 }
 EPOCHS, TRAIN_IMAGES = 72, 100_000  # the homework's recipe, for the last column
 
@@ -80,21 +93,25 @@ def data_parallel_case(width, batch, spe, levels, steps, repeats):
         keras.distribution.set_distribution(None)
 
 
-def trainer_case(width, batch, spe, levels, steps, repeats):
+def trainer_case(width, batch, spe, levels, steps, repeats, options=None):
     config = TrainConfig(
-        dataset="bench",
-        width=width,
-        levels=levels,
-        batch_size=batch,
-        epochs=1,
-        mixed_precision="bfloat16",
-        jit_compile=True,
-        steps_per_execution="auto" if spe is None else spe,
+        **{
+            "dataset": "bench",
+            **(options or {}),
+            "width": width,
+            "levels": levels,
+            "batch_size": batch,
+            "epochs": 1,
+            "warmup_epochs": 0.0,
+            "mixed_precision": "bfloat16",
+            "jit_compile": True,
+            "steps_per_execution": "auto" if spe is None else spe,
+        }
     )
     runtime = resolve_runtime(config)  # with several devices, sets a DataParallel as a run does
     with runtime.scope():
-        model = build_model(config, CLASSES)
-        compile_model(model, config, runtime, steps_per_epoch=steps)
+        network = build_model(config, CLASSES)
+        model = compile_model(network, config, runtime, steps_per_epoch=steps)
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, size=(batch * steps, 64, 64, 3), dtype=np.uint8)
     y = rng.integers(0, CLASSES, size=(batch * steps,), dtype=np.int32)
@@ -108,7 +125,7 @@ def trainer_case(width, batch, spe, levels, steps, repeats):
         times.append(time.perf_counter() - t0)
     assert np.isfinite(history.history["loss"][-1]), "loss is not finite"
     keras.distribution.set_distribution(None)
-    return model, times, compile_s, runtime.steps_per_execution, batch * steps
+    return network, times, compile_s, runtime.steps_per_execution, batch * steps
 
 
 def plain_case(width, batch, spe, levels, steps, repeats):
@@ -229,8 +246,13 @@ def main(argv=None) -> int:
     )
     print(header + "\n" + "|---" * 10 + "|", flush=True)
     cases = {"trainer": trainer_case, "plain": plain_case, "data-parallel": data_parallel_case}
+    variants = step_variants()
     for variant, width, batch, spe in PLANS[args.plan]:
-        case = cases[variant]
+        if variant.startswith("recipe:"):
+            options = variants[variant.removeprefix("recipe:")]
+            case = functools.partial(trainer_case, options=options)
+        else:
+            case = cases[variant]
         try:
             model, times, compile_s, spe_used, images = case(
                 width, batch, spe, levels, args.steps, args.repeats

@@ -1,12 +1,13 @@
 """Run the benchmarks and rewrite their sections of BENCHMARKS.md: the one command.
 
-    python -m bench.run_all [--scale 1.0] [--repeats 3] [--only sharding,input,train,api]
+    python -m bench.run_all [--scale 1.0] [--repeats 3]
+        [--only sharding,input,train,api,recipe-step,recipes]
 
 Generates the synthetic Tiny ImageNet once into the work dir (reused while the spec is the
-same), packs it, prepares it once with the project's pipeline, then runs each selected
-benchmark and rewrites its section of ``--output`` as soon as it is done (so the sections of
-an interrupted run that completed are kept). ``--scale`` below 1 is for trying the scripts:
-the tables then say so in their command and data lines.
+same; only when a selected benchmark reads it), packs it, prepares it once with the project's
+pipeline, then runs each selected benchmark and rewrites its section of ``--output`` as soon as
+it is done (so the sections of an interrupted run that completed are kept). ``--scale`` below 1
+is for trying the scripts: the tables then say so in their command and data lines.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import argparse
 import sys
 import time
 
-from bench import api_load, input_pipeline, sharding, train_step
+from bench import api_load, input_pipeline, recipe_step, recipes, sharding, train_step
 from bench.common import RunInfo, command_line, common_parser, log, replace_section, section_names
 from bench.data import ensure_prepared, ensure_source, spec_for_scale
 
@@ -24,6 +25,8 @@ BENCHES = {
     "input": input_pipeline,
     "train": train_step,
     "api": api_load,
+    "recipe-step": recipe_step,
+    "recipes": recipes,
 }
 
 
@@ -60,7 +63,9 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{args.output} has no markers for section(s) {', '.join(missing)}")
 
     started = time.monotonic()
-    data = ensure_prepared(ensure_source(args.work_dir, spec_for_scale(args.scale)))
+    data = None
+    if any(getattr(BENCHES[n], "NEEDS_DATA", True) for n in args.only):
+        data = ensure_prepared(ensure_source(args.work_dir, spec_for_scale(args.scale)))
     info = RunInfo.now(command_line("bench.run_all", argv), args.repeats)
     for name in args.only:
         module = BENCHES[name]

@@ -2,7 +2,7 @@
 
     python -m bench.train_step [--scale 1.0] [--repeats 3] [--widths 32,64] [--train-batch-size 32]
 
-The model and its compile are the trainer's own (``trainer_service.training``: ``build_model``
+The model and its compile are the trainer's own (``trainer_service.engine.train``: ``build_model``
 — the ResNet with the ``Preprocess`` layer first, taking uint8 — and ``compile_model`` with
 ``resolve_runtime``: SGD with momentum and the LR schedule, sparse cross-entropy on logits,
 top-1/top-5 metrics; on CPU float32, no XLA, one step per execution). ``model.fit`` runs
@@ -73,7 +73,6 @@ def child_step(
     data_root: str,
 ) -> dict:
     """Time ``windows`` windows of ``steps`` training steps after ``warmup`` steps."""
-    from pathlib import Path
 
     import keras
     import numpy as np
@@ -81,9 +80,10 @@ def child_step(
 
     total = warmup + steps * windows
     if source == PIPELINE:
+        from datavolume import DataRoot
         from trainer_service.engine.data import input_pipelines, load_dataset
 
-        folder, metadata = load_dataset(Path(data_root), DATASET_NAME)
+        folder, metadata = load_dataset(DataRoot(data_root), DATASET_NAME)
         steps_per_epoch = metadata.split("train").num_records // batch_size
     else:
         steps_per_epoch = max(total, 1000)
@@ -125,14 +125,14 @@ def child_step(
 
 def child_pipeline(data_root: str, batch_size: int, epochs: int = 2) -> dict:
     """The trainer's train pipeline alone: images/s per epoch (epoch 1 fills the cache)."""
-    from pathlib import Path
 
     import tensorflow  # noqa: F401
 
+    from datavolume import DataRoot
     from trainer_service.engine.data import input_pipelines, load_dataset
     from trainer_service.runs.config import TrainConfig
 
-    folder, metadata = load_dataset(Path(data_root), DATASET_NAME)
+    folder, metadata = load_dataset(DataRoot(data_root), DATASET_NAME)
     config = TrainConfig(dataset=DATASET_NAME, batch_size=batch_size)
     ds, _, _ = input_pipelines(config, folder, metadata, seed=0)
     out = []

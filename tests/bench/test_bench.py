@@ -80,7 +80,7 @@ def test_run_child_returns_the_result_and_memory(tmp_path):
 
 def test_run_all_arguments():
     args = run_all.build_parser().parse_args([])
-    assert args.only == ("sharding", "input", "train", "api")
+    assert args.only == ("sharding", "input", "train", "api", "recipe-step", "recipes")
     assert args.scale == 1.0 and args.repeats == 3
     assert args.fractions == (0.1, 0.25, 0.5, 1.0)
     assert args.widths == (32, 64)
