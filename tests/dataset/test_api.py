@@ -125,10 +125,14 @@ def test_a_body_that_is_not_json_is_a_415_problem(client, content_type):
         ("/etc/passwd", "outside the data root"),
         ("escape/x.zip", "outside the data root"),
         ("raw/missing.zip", "no zip file"),
+        ("raw/" + "x" * 256 + ".zip", "too long"),
+        ("loop/x.zip", "cannot be resolved"),
+        ("loop", "cannot be resolved"),
     ],
 )
 def test_paths_outside_the_data_root_or_missing_are_422(client, data_root, tmp_path, path, message):
     (data_root / "escape").symlink_to(tmp_path)
+    (data_root / "loop").symlink_to("loop")
     response = post(client, {"source": {"kind": "zip", "path": path}})
     assert response.status_code == 422
     (error,) = response.json()["errors"]

@@ -60,3 +60,24 @@ def test_escapes_and_bad_names_are_refused_without_server_paths(tmp_path, given)
     with pytest.raises(OutsideRoot) as caught:
         DataRoot(root).resolve(given)
     assert str(tmp_path) not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "given", ["a" * 256, "raw/" + "b" * 300 + ".zip", "/".join(["c" * 200] * 25), "é" * 128]
+)
+def test_names_too_long_for_the_file_system_are_refused(tmp_path, given):
+    with pytest.raises(OutsideRoot, match="too long"):
+        DataRoot(tmp_path).resolve(given)
+
+
+def test_a_name_of_255_bytes_is_fine(tmp_path):
+    assert DataRoot(tmp_path).resolve("a" * 255).name == "a" * 255
+
+
+@pytest.mark.parametrize("given", ["raw/loop", "raw/loop/x.zip"])
+def test_a_loop_of_links_is_refused_without_server_paths(tmp_path, given):
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "loop").symlink_to("loop")
+    with pytest.raises(OutsideRoot, match="cannot be resolved") as caught:
+        DataRoot(tmp_path).resolve(given)
+    assert str(tmp_path) not in str(caught.value)

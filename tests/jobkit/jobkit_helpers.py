@@ -23,6 +23,9 @@ SAMPLE_KINDS = [
     "graceful",
     "wait_for_stop",
     "busy_in_setup",
+    "linger_after_the_end",
+    "disk_full_at_the_end",
+    "no_space_while_working",
 ]
 TARGETS = {kind: f"tests.jobkit.sample_jobs:{kind}" for kind in SAMPLE_KINDS}
 

@@ -115,3 +115,37 @@ def busy_in_setup(ctx: JobContext) -> None:
         for _ in range(600):
             time.sleep(0.1)
     ctx.result({"finished": True})
+
+
+def linger_after_the_end(ctx: JobContext) -> None:
+    """Succeeds, then its process takes ``linger_s`` to exit (as a worker tearing down a GPU
+    runtime does), writing the moment it exits to the file ``exited``."""
+    import atexit
+
+    def linger() -> None:
+        time.sleep(float(ctx.request["linger_s"]))
+        Path(ctx.request["exited"]).write_text(repr(time.time()))
+
+    atexit.register(linger)
+    ctx.result({"done": True})
+
+
+def disk_full_at_the_end(ctx: JobContext) -> None:
+    """Fails with ENOSPC, and the job store of this worker cannot record it (as on a full
+    volume): the worker exits with EXIT_UNRECORDED."""
+    import errno
+    import sqlite3
+
+    from jobkit.store import JobStore
+
+    def full(self, *args, **kwargs):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    JobStore.finish = full  # in this worker process only
+    raise OSError(errno.ENOSPC, "No space left on device", "shard.tmp")
+
+
+def no_space_while_working(ctx: JobContext) -> None:
+    import errno
+
+    raise OSError(errno.ENOSPC, "No space left on device", "shard-00003.tmp")

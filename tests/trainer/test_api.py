@@ -182,6 +182,27 @@ def test_init_checkpoint_must_exist_in_the_data_root(api: Offline):
     assert problem(response, 422)["errors"][0]["field"] == "body.init_checkpoint"
 
 
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [("runs/" + "x" * 300 + ".keras", "too long"), ("loop/best.keras", "cannot be resolved")],
+)
+def test_an_unusable_init_checkpoint_path_is_a_422_not_a_500(api: Offline, path, message):
+    (api.data_root / "loop").symlink_to("loop")
+    found = problem(api.client.post("/v1/runs", json={**TINY, "init_checkpoint": path}), 422)
+    assert found["errors"][0]["field"] == "body.init_checkpoint"
+    assert message in found["errors"][0]["message"]
+    assert str(api.data_root) not in found["detail"]
+
+
+@pytest.mark.parametrize("checkpoint", ["1" * 4301, "epoch-" + "1" * 4301 + ".keras", "1" * 10])
+def test_a_resume_naming_a_huge_epoch_is_a_422(api: Offline, checkpoint):
+    run = api.post_run()
+    api.store.mark_running(run["id"], 1)
+    api.store.finish(run["id"], JobState.INTERRUPTED)
+    answer = api.client.post(f"/v1/runs/{run['id']}/resume", json={"checkpoint": checkpoint})
+    assert problem(answer, 422)["errors"][0]["field"] == "body.checkpoint"
+
+
 def test_unknown_run_is_404(api: Offline):
     for method, path in [
         ("get", "/v1/runs/nothere"),

@@ -23,7 +23,10 @@ inside it, links followed (:meth:`DataRoot.resolve`).
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -42,8 +45,13 @@ STATE_DIR = "state"
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 
 
+#: What a file system takes: one name, and a whole path (Linux's NAME_MAX and PATH_MAX).
+NAME_MAX, PATH_MAX = 255, 4096
+
+
 class OutsideRoot(ValueError):
-    """A client-named path is empty, or resolves outside the root (``..``, absolute, a link)."""
+    """A client-named path is unusable: empty, too long, a loop of links, or resolving outside
+    the root (``..``, absolute, a link)."""
 
 
 @dataclass(frozen=True)
@@ -124,6 +132,40 @@ class DataRoot:
     def job_logs(self, service: str) -> Path:
         return self.state / f"{service}-logs"
 
+    # -- can it take writes -------------------------------------------------------------------
+
+    def free_bytes(self) -> int:
+        """Bytes an unprivileged writer may still use on the volume."""
+        stats = os.statvfs(self.path)
+        return stats.f_bavail * stats.f_frsize
+
+    def unwritable_reason(self, min_free_bytes: int = 0) -> str | None:
+        """Why the volume cannot take writes now (missing, read-only, full, or less free space
+        than ``min_free_bytes``), or None. Writes and removes a small probe file in ``state/``
+        (the job stores live there). The reason names no server path."""
+        try:
+            free = self.free_bytes()
+        except OSError as exc:
+            return f"the data root cannot be read ({exc.strerror})"
+        if free < min_free_bytes:
+            return (
+                f"the volume has {free / 2**20:,.1f} MiB free, less than the "
+                f"{min_free_bytes / 2**20:,.0f} MiB kept for jobs to run and record their state"
+            )
+        probe = self.state / f".write-probe-{os.getpid()}-{threading.get_ident()}"
+        try:
+            self.state.mkdir(parents=True, exist_ok=True)
+            with open(probe, "wb") as f:
+                f.write(b"x")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            return f"the volume cannot be written ({exc.strerror})"
+        finally:
+            with contextlib.suppress(OSError):
+                probe.unlink()
+        return None
+
     # -- paths clients name -----------------------------------------------------------------
 
     def resolve(self, client_path: str | Path) -> Path:
@@ -136,11 +178,20 @@ class DataRoot:
         text = str(client_path)
         if not text or "\x00" in text:
             raise OutsideRoot(f"path {text!r} is empty or invalid")
+        shown = text if len(text) <= 80 else f"{text[:60]}...({len(text)} characters)"
         given = Path(text)
-        resolved = (given if given.is_absolute() else resolved_root / given).resolve()
+        if len(text) > PATH_MAX or any(len(part.encode()) > NAME_MAX for part in given.parts):
+            raise OutsideRoot(
+                f"path {shown!r} is too long (at most {NAME_MAX} bytes per name, "
+                f"{PATH_MAX} in all)"
+            )
+        try:
+            resolved = (given if given.is_absolute() else resolved_root / given).resolve()
+        except (RuntimeError, OSError):  # a loop of links, or a name the system refuses
+            raise OutsideRoot(f"path {shown!r} cannot be resolved (a loop of links?)") from None
         if not resolved.is_relative_to(resolved_root):
             raise OutsideRoot(
-                f"path {text!r} is outside the data root (after resolving '..' and links)"
+                f"path {shown!r} is outside the data root (after resolving '..' and links)"
             )
         return resolved
 

@@ -75,13 +75,16 @@ def create_job(
 
     The request is stored as ``model_dump(mode="json")``. Returns the existing job for an
     idempotent retry. The store's ``IdempotencyConflict`` (key reused with another body) and
-    ``ResourceBusy`` (``resource_key`` held by a queued or running job) propagate; the installed
-    problem handlers answer them with a 422 and a 409 naming the job.
+    ``ResourceBusy`` (``resource_key`` held by a queued or running job), and the runner's
+    ``QueueFull`` and ``VolumeNotWritable`` (``JobRunner.admit``) propagate; the installed problem
+    handlers answer them with a 422, 409, 429 and 507.
     """
     if isinstance(request_model, BaseModel):
         payload = request_model.model_dump(mode="json")
     else:
         payload = dict(request_model)
+    if runner is not None:
+        runner.admit()
     job = store.create(kind, payload, idempotency_key=idempotency_key, resource_key=resource_key)
     if runner is not None:
         runner.wake()

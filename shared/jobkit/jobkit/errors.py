@@ -7,9 +7,11 @@ RFC 9457 responses. Job functions raise ``JobFailed`` / ``JobCancelled`` (re-exp
 
 from __future__ import annotations
 
+import errno
 import re
 
 _OOM_MESSAGE = re.compile(r"RESOURCE_EXHAUSTED|out of memory|\bOOM\b", re.IGNORECASE)
+_FULL_MESSAGE = re.compile(r"No space left on device|database or disk is full|Disk quota", re.I)
 
 
 class JobkitError(Exception):
@@ -58,6 +60,22 @@ class ResourceBusy(JobkitError):
         self.resource_key = resource_key
 
 
+class QueueFull(JobkitError):
+    """The service's queue holds as many jobs as it may. Maps to HTTP 429 with Retry-After."""
+
+    def __init__(self, queued: int, limit: int) -> None:
+        super().__init__(
+            f"{queued} jobs are queued, the most this service takes ({limit}); retry when "
+            "some have started, or cancel some"
+        )
+        self.queued, self.limit = queued, limit
+
+
+class VolumeNotWritable(JobkitError):
+    """The data root (or the job store on it) cannot take more writes now: full, or read-only.
+    Maps to HTTP 507."""
+
+
 class JobFailed(Exception):
     """Raise from a job function to fail the job with a readable message.
 
@@ -81,3 +99,11 @@ def is_out_of_memory(exc: BaseException) -> bool:
         or "ResourceExhausted" in type(exc).__name__
         or _OOM_MESSAGE.search(str(exc)) is not None
     )
+
+
+def is_out_of_space(exc: BaseException) -> bool:
+    """Whether ``exc`` says the volume is full: ENOSPC or EDQUOT, SQLite's "database or disk is
+    full", or a message saying so (TensorFlow and Keras wrap the OS error)."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return _FULL_MESSAGE.search(str(exc)) is not None

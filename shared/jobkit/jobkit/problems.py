@@ -10,6 +10,7 @@ jobkit errors (404 unknown job, 409 busy/finished, 422 idempotency conflict) ans
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
@@ -24,12 +25,17 @@ from jobkit.errors import (
     JobkitError,
     JobNotFound,
     JobStateConflict,
+    QueueFull,
     ResourceBusy,
+    VolumeNotWritable,
+    is_out_of_space,
 )
 
 logger = logging.getLogger("jobkit.problems")
 
 PROBLEM_JSON = "application/problem+json"
+QUEUE_RETRY_AFTER_S = 30
+RETRY_AFTER_S = 5
 PROBLEM_TYPE_PREFIX = "urn:jobkit:problem:"
 _RESERVED = frozenset({"type", "title", "status", "detail", "instance"})
 
@@ -129,7 +135,39 @@ def problem_for(exc: JobkitError) -> ProblemError:
             type_=problem_type("idempotency-conflict"),
             job_id=exc.job_id,
         )
+    if isinstance(exc, QueueFull):
+        return ProblemError(
+            429,
+            "Too many queued jobs",
+            str(exc),
+            type_=problem_type("queue-full"),
+            headers={"Retry-After": str(QUEUE_RETRY_AFTER_S)},
+            queued=exc.queued,
+            limit=exc.limit,
+        )
+    if isinstance(exc, VolumeNotWritable):
+        return ProblemError(
+            507, "Insufficient Storage", str(exc), type_=problem_type("volume-not-writable")
+        )
     return ProblemError(500, "Job error", str(exc), type_=problem_type("job-error"))
+
+
+def problem_for_store_error(exc: sqlite3.Error) -> ProblemError:
+    """The job store (SQLite) could not answer: full (507), or busy or broken (503, retry)."""
+    if is_out_of_space(exc):
+        return ProblemError(
+            507,
+            "Insufficient Storage",
+            "the job store cannot be written: the volume is full; free space on it",
+            type_=problem_type("volume-not-writable"),
+        )
+    return ProblemError(
+        503,
+        "Service Unavailable",
+        f"the job store cannot answer now ({exc.__class__.__name__}); retry shortly",
+        type_=problem_type("store-unavailable"),
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
 
 
 def field_path(loc: Sequence[str | int]) -> str:
@@ -209,6 +247,12 @@ async def _jobkit_handler(request: Request, exc: Exception) -> JSONResponse:
     return await _http_exception_handler(request, problem_for(exc))
 
 
+async def _store_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, sqlite3.Error)
+    logger.error("job store error on %s %s: %s", request.method, request.url.path, exc)
+    return problem_response(request, problem_for_store_error(exc))
+
+
 async def _unhandled_handler(request: Request, exc: Exception) -> JSONResponse:
     logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     problem = ProblemError(500, "Internal Server Error", "Unexpected error; see the service log.")
@@ -220,4 +264,5 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_exception_handler)
     app.add_exception_handler(RequestValidationError, _validation_handler)
     app.add_exception_handler(JobkitError, _jobkit_handler)
+    app.add_exception_handler(sqlite3.Error, _store_handler)
     app.add_exception_handler(Exception, _unhandled_handler)

@@ -1,8 +1,14 @@
 """Starts, watches and stops worker processes for queued jobs (used by the server process).
 
 One background thread (not the asyncio loop) does all the work: it starts queued jobs FIFO
-while fewer than ``max_concurrent`` run, reaps workers that exited, records the end of
-workers that died without recording it, and SIGKILLs cancelled workers after the grace.
+while fewer than ``max_concurrent`` workers exist (a worker counts until its process has exited
+and been reaped, so a cancelled one still saving never overlaps the next), reaps workers that
+exited, records the end of workers that died without recording it, and SIGKILLs cancelled
+workers after the grace.
+
+A store that cannot be written (the volume full) never stops the runner: an end it cannot record
+is kept and written on a later pass, once the store takes writes again; a worker that could not
+record its own end exits with ``EXIT_UNRECORDED`` and its job ends ``out_of_space``.
 
 Each worker runs in its own session / process group (``start_new_session=True``) so that
 cancel and shutdown signal the worker and every process it started; once a worker exits,
@@ -15,6 +21,7 @@ import contextlib
 import logging
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -26,9 +33,11 @@ from pathlib import Path
 
 import psutil
 
-from jobkit.errors import JobStateConflict
+from datavolume.layout import DataRoot
+from jobkit.errors import JobStateConflict, QueueFull, VolumeNotWritable
 from jobkit.models import JobError, JobPublic, JobState
 from jobkit.store import JobStore, pid_alive
+from jobkit.worker import EXIT_UNRECORDED
 
 logger = logging.getLogger("jobkit.runner")
 
@@ -47,8 +56,11 @@ class _Child:
     started_at: float | None = None
     kill_at: float | None = None  # monotonic deadline for SIGKILL after a cancel
     sigkilled: bool = False
+    exited: str | None = None  # how it ended, once reaped (kept while the end is unrecorded)
 
     def alive(self) -> bool:
+        if self.exited is not None:
+            return False
         if self.proc is not None:
             return self.proc.poll() is None
         return pid_alive(self.pid, self.started_at)
@@ -121,8 +133,12 @@ class JobRunner:
     nice: niceness added to each worker (and so its child processes), so that the server's
     status calls win the CPU over the job's work.
 
-    Lifecycle: ``start()`` at service startup, ``wake()`` after creating a job,
-    ``cancel(id)`` from the cancel route, ``stop()`` at shutdown.
+    max_queued: refuse new jobs (``admit``) while this many wait (None: no limit).
+    volume, min_free_bytes: refuse new jobs while the volume cannot take writes or has less
+    free space than that.
+
+    Lifecycle: ``start()`` at service startup, ``admit()`` then ``wake()`` around creating a
+    job, ``cancel(id)`` from the cancel route, ``stop()`` at shutdown.
     """
 
     def __init__(
@@ -135,6 +151,9 @@ class JobRunner:
         cancel_grace_s: float = 30.0,
         env: Mapping[str, str] | None = None,
         nice: int = 0,
+        max_queued: int | None = None,
+        volume: DataRoot | None = None,
+        min_free_bytes: int = 0,
     ) -> None:
         if max_concurrent < 1:
             raise ValueError("max_concurrent must be at least 1")
@@ -144,12 +163,16 @@ class JobRunner:
         self.max_concurrent = max_concurrent
         self.cancel_grace_s = cancel_grace_s
         self.nice = nice
+        self.max_queued = max_queued
+        self.volume = volume
+        self.min_free_bytes = min_free_bytes
         self.env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
         self._children: dict[str, _Child] = {}
         self._lock = threading.RLock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self._orphans_checked = False
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -161,9 +184,7 @@ class JobRunner:
         if self._thread is not None:
             raise RuntimeError("runner already started")
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        interrupted = self.store.mark_orphans_interrupted()
-        for job_id in interrupted:
-            logger.warning("job %s was running when the service stopped: interrupted", job_id)
+        interrupted = self._mark_orphans()
         with self._lock:
             for job in self.store.list(limit=1_000_000, state=JobState.RUNNING):
                 if job.pid and job.id not in self._children:
@@ -177,9 +198,38 @@ class JobRunner:
         self._thread.start()
         return interrupted
 
+    def _mark_orphans(self) -> list[str]:
+        """Running jobs whose worker is gone end ``interrupted`` (at start-up; retried on every
+        pass while the store cannot be written)."""
+        try:
+            interrupted = self.store.mark_orphans_interrupted()
+        except sqlite3.Error as exc:
+            logger.error("cannot record jobs whose worker is gone yet (%s); retrying", exc)
+            return []
+        self._orphans_checked = True
+        for job_id in interrupted:
+            logger.warning("job %s was running when the service stopped: interrupted", job_id)
+        return interrupted
+
     def wake(self) -> None:
         """Tell the dispatcher to look at the queue now (call after creating a job)."""
         self._wake.set()
+
+    def admit(self) -> None:
+        """Raise ``QueueFull`` or ``VolumeNotWritable`` if a new job must not be queued now."""
+        if self.max_queued is not None:
+            queued = self.store.count_queued()
+            if queued >= self.max_queued:
+                raise QueueFull(queued, self.max_queued)
+        reason = self.volume_problem()
+        if reason is not None:
+            raise VolumeNotWritable(f"{reason}: a new job would fail; free space on it first")
+
+    def volume_problem(self) -> str | None:
+        """Why the volume cannot take a job's writes now, or None (no volume: never)."""
+        if self.volume is None:
+            return None
+        return self.volume.unwritable_reason(self.min_free_bytes)
 
     def stop(self) -> None:
         """Shut down: stop dispatching, SIGTERM running workers, SIGKILL them after the grace.
@@ -207,7 +257,10 @@ class JobRunner:
                 if child.proc is not None:
                     with contextlib.suppress(subprocess.TimeoutExpired):
                         child.proc.wait(timeout=5)
-                self._on_exit(child)
+                try:
+                    self._on_exit(child)
+                except sqlite3.Error as exc:  # the next start marks it interrupted
+                    logger.error("job %s: cannot record its end (%s)", child.job_id, exc)
 
     # -- cancel / logs ---------------------------------------------------------------------
 
@@ -285,6 +338,8 @@ class JobRunner:
             self._wake.clear()
             try:
                 with self._lock:
+                    if not self._orphans_checked:
+                        self._mark_orphans()
                     self._reap()
                     if not self._stopping:
                         self._dispatch()
@@ -297,7 +352,12 @@ class JobRunner:
         now = time.monotonic()
         for child in list(self._children.values()):
             if not child.alive():
-                self._on_exit(child)
+                try:
+                    self._on_exit(child)
+                except sqlite3.Error as exc:  # the store cannot be written: retry next pass
+                    logger.error(
+                        "job %s: cannot record its end yet (%s); retrying", child.job_id, exc
+                    )
             elif child.kill_at is not None and now >= child.kill_at:
                 logger.warning(
                     "job %s did not stop within %.3g s: SIGKILL", child.job_id, self.cancel_grace_s
@@ -307,7 +367,11 @@ class JobRunner:
                 signal_group(child.pid, signal.SIGKILL)
 
     def _dispatch(self) -> None:
-        while self.store.count_running() < self.max_concurrent:
+        # A worker counts until its process is gone: the next job never starts beside it.
+        while (
+            len(self._children) < self.max_concurrent
+            and self.store.count_running() < self.max_concurrent
+        ):
             job = self.store.next_queued()
             if job is None:
                 return
@@ -358,28 +422,42 @@ class JobRunner:
                 JobError(type="failed", message=f"could not start the worker: {exc}"),
             )
             return
+        # Watched before anything else is written: a store that fails now loses no process.
+        child = _Child(job.id, proc.pid, proc, started_at=time.time())
+        self._children[job.id] = child
         self.store.mark_running(job.id, proc.pid)
         started = self.store.get(job.id)
-        self._children[job.id] = _Child(
-            job.id, proc.pid, proc, started_at=_epoch(started.started_at) if started else None
-        )
+        child.started_at = _epoch(started.started_at) if started else child.started_at
         logger.info("started job %s (%s) as pid %s", job.id, job.kind, proc.pid)
 
     def _on_exit(self, child: _Child) -> None:
-        """The worker is gone: kill its leftovers and record an end if the worker did not."""
-        self._children.pop(child.job_id, None)
-        if child.proc is not None:
-            how = describe_exit(child.proc.returncode)
-            left = kill_group(child.pid)
-            if left:
-                logger.error(
-                    "job %s: processes %s survived SIGKILL", child.job_id, [p.pid for p in left]
-                )
-        else:
-            how = f"worker process {child.pid} is gone"
+        """The worker is gone: kill its leftovers and record an end if the worker did not. The
+        child stays watched until that is recorded (``sqlite3.Error`` propagates: retry)."""
+        if child.exited is None:
+            if child.proc is not None:
+                child.exited = describe_exit(child.proc.returncode)
+                left = kill_group(child.pid)
+                if left:
+                    logger.error(
+                        "job %s: processes %s survived SIGKILL",
+                        child.job_id,
+                        [p.pid for p in left],
+                    )
+            else:
+                child.exited = f"worker process {child.pid} is gone"
+        how = child.exited
         job = self.store.get(child.job_id)
         if job is not None and not job.state.terminal:
-            if self._stopping:
+            unrecorded = child.proc is not None and child.proc.returncode == EXIT_UNRECORDED
+            if unrecorded:
+                state = JobState.FAILED
+                error = JobError(
+                    type="out_of_space",
+                    message="the job ended but its worker could not record how: the job store "
+                    "on the volume could not be written (the volume full?). Its log has the "
+                    "reason; free space, then resume the job (or post its request again)",
+                )
+            elif self._stopping:
                 state = JobState.INTERRUPTED
                 error = JobError(type="interrupted", message=f"service shut down; {how}")
             elif job.cancel_requested:
@@ -400,6 +478,7 @@ class JobRunner:
             logger.warning("job %s %s: %s", child.job_id, state, error.message)
         else:
             self._append_log(child.job_id, f"{how}; job {job.state if job else 'gone'}")
+        self._children.pop(child.job_id, None)
 
     def _append_log(self, job_id: str, line: str) -> None:
         with contextlib.suppress(OSError), self.log_path(job_id).open("ab") as f:

@@ -10,7 +10,6 @@ need by name; tests can override the getters.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -56,22 +55,26 @@ def start_runner(app: FastAPI, settings: ServiceSettings, kind: str, target: str
         cancel_grace_s=settings.cancel_grace_s,
         env=settings.worker_env(),
         nice=settings.worker_nice,
+        max_queued=settings.max_queued_jobs,
+        volume=settings.volume,
+        min_free_bytes=settings.min_free_bytes,
     )
     app.state.store, app.state.runner = store, runner
     runner.start()  # marks orphaned running jobs interrupted first
 
 
 def readiness(app: FastAPI, noun: str) -> Callable[[], tuple[bool, str]]:
-    """Ready when the runner is started and the volume is writable. (``/readyz`` needs no
-    token, so its message names no server path.)"""
+    """Ready when the runner is started and the volume takes writes, with the free space a job
+    needs (``JobRunner.volume_problem``). (``/readyz`` needs no token: its message names no
+    server path.)"""
 
     def check() -> tuple[bool, str]:
         state = app.state
         if getattr(state, "store", None) is None or getattr(state, "runner", None) is None:
             return False, "the job runner is not started"
-        data_root = state.settings.data_root
-        if not os.access(data_root, os.W_OK):
-            return False, "the data root is not writable"
+        reason = state.runner.volume_problem()
+        if reason is not None:
+            return False, reason
         return True, f"data root writable; {state.store.count_running()} {noun}"
 
     return check

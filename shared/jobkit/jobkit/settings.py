@@ -35,6 +35,15 @@ class ServiceSettings(BaseSettings):
         description="When set, every endpoint but health needs 'Authorization: Bearer <token>'.",
     )
     max_concurrent_jobs: int = Field(1, ge=1, description="Jobs running at once; the rest queue.")
+    max_queued_jobs: int = Field(
+        100, ge=1, description="Jobs that may wait in the queue; more are refused (429)."
+    )
+    min_free_bytes: int = Field(
+        64 * 2**20,
+        ge=0,
+        description="Free space the volume must keep: below it /readyz is not ready and new "
+        "jobs are refused (507); the job store and logs need room to record every end.",
+    )
     worker_nice: int = Field(
         10, ge=0, le=19, description="Niceness of job workers: the API stays responsive under load."
     )

@@ -255,8 +255,15 @@ class JobStore:
 
     def count_running(self) -> int:
         """How many jobs are in state running."""
+        return self._count("running")
+
+    def count_queued(self) -> int:
+        """How many jobs wait in the queue."""
+        return self._count("queued")
+
+    def _count(self, state: str) -> int:
         with self._connect() as conn:
-            (count,) = conn.execute("SELECT COUNT(*) FROM jobs WHERE state = 'running'").fetchone()
+            (count,) = conn.execute("SELECT COUNT(*) FROM jobs WHERE state = ?", [state]).fetchone()
         return int(count)
 
     # -- creating --------------------------------------------------------------------------

@@ -14,7 +14,9 @@ worker installs a SIGTERM handler (which sets ``JobContext.should_stop``; inside
 - any other exception                    -> failed, type "failed", "Class: message"; the
                                             traceback goes to the job log
 
-Exit status: 0 succeeded, 1 failed, 2 bad arguments or unknown job, 3 cancelled/interrupted.
+Exit status: 0 succeeded, 1 failed, 2 bad arguments or unknown job, 3 cancelled/interrupted,
+4 the end could not be recorded (the job store cannot be written: the volume is full, say); the
+runner then records it, as ``out_of_space``, once the store takes writes again.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import importlib
 import logging
 import os
 import signal
+import sqlite3
 import sys
 import threading
 import time
@@ -32,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from jobkit.context import Context
-from jobkit.errors import JobCancelled, JobFailed, is_out_of_memory
+from jobkit.errors import JobCancelled, JobFailed, is_out_of_memory, is_out_of_space
 from jobkit.models import JobError, JobState
 from jobkit.store import JobStore
 
@@ -43,6 +46,12 @@ EXIT_CODES = {
     JobState.CANCELLED: 3,
     JobState.INTERRUPTED: 3,
 }
+EXIT_UNRECORDED = 4
+
+
+class EndNotRecorded(RuntimeError):
+    """The job ended but its end could not be written to the job store."""
+
 
 JobFunction = Callable[["JobContext"], None]
 
@@ -136,6 +145,12 @@ def classify_exception(exc: BaseException) -> JobError:
     name = type(exc).__name__
     text = str(exc)
     message = f"{name}: {text}" if text else name
+    if is_out_of_space(exc):
+        return JobError(
+            type="out_of_space",
+            message=f"the volume is full ({text or name}): free space on it, then resume the "
+            "job (or post its request again)",
+        )
     if is_out_of_memory(exc):
         return JobError(type="out_of_memory", message=message)
     return JobError(type="failed", message=message)
@@ -201,7 +216,11 @@ def execute(
             ctx.flush()
         except Exception:
             log.exception("could not write the last progress")
-    store.finish(job_id, state, error)
+    try:
+        store.finish(job_id, state, error)
+    except (sqlite3.Error, OSError) as exc:
+        log.error("job %s ended %s but that could not be recorded: %s", job_id, state, exc)
+        raise EndNotRecorded(str(exc)) from exc
     log.info("job %s %s%s", job_id, state, f": {error.message}" if error else "")
     return state
 
@@ -233,6 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     except LookupError as exc:
         logging.getLogger("jobkit.worker").error("%s", exc)
         return 2
+    except (EndNotRecorded, sqlite3.Error) as exc:  # the store cannot be written at all
+        logging.getLogger("jobkit.worker").error("the job store cannot be written: %s", exc)
+        return EXIT_UNRECORDED
     return EXIT_CODES[state]
 
 
