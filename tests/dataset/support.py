@@ -39,6 +39,7 @@ def make_settings(data_root: Path, **overrides) -> Settings:
         "cancel_grace_s": 5.0,
         "max_extract_bytes": 50 * 1024**2,
         "max_download_bytes": 50 * 1024**2,
+        "allowed_url_hosts": "127.0.0.1",  # the tests serve archives on loopback
     }
     values.update(overrides)
     return Settings(**values)

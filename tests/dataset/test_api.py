@@ -389,3 +389,18 @@ def test_the_schema_requires_what_the_service_requires(client):
     response = post(client, {"name": "x", "source": {}})
     assert response.status_code == 422
     assert response.json()["errors"][0]["field"].startswith("body.source")
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://127.0.0.1:8002/openapi.json", "http://localhost:8002/v1/runs",
+     "http://169.254.169.254/latest/meta-data/", "http://[::1]:8001/v1/jobs"],
+)  # fmt: skip
+def test_a_url_source_may_not_reach_the_services_beside_it(data_root, url):
+    with service(make_settings(data_root, allowed_url_hosts="")) as client:
+        response = post(client, {"source": {"kind": "url", "url": url}})
+        assert response.status_code == 422
+        (error,) = response.json()["errors"]
+        assert error["field"] == "body.source.url"
+        assert error["message"].startswith("refused: address not allowed")
+        assert client.get("/v1/jobs").json()["items"] == []

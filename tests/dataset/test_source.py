@@ -6,6 +6,7 @@ import zipfile
 import pytest
 
 from dataset_service.errors import ChecksumMismatch, SourceError, UnsafeArchive
+from dataset_service.fetch import UrlPolicy, UrlRefused
 from dataset_service.layout_names import ROOT_DIR_NAME, WNIDS_FILE
 from dataset_service.models import FolderSource, SyntheticSource, UrlSource, ZipSource
 from dataset_service.source import MARKER_FILE, download, extract_zip, md5_file
@@ -19,6 +20,8 @@ from tests.dataset.support import (
     symlink_info,
     write_zip,
 )
+
+LOOPBACK = UrlPolicy.of("127.0.0.1")  # the test server's address, allowed as a lab mirror
 
 
 def _md5(data: bytes) -> str:
@@ -201,6 +204,7 @@ def test_download_streams_verifies_and_reports_progress(tmp_path):
             tmp_path / "dl" / "a.zip",
             expected_md5=_md5(payload),
             max_bytes=10**8,
+            policy=LOOPBACK,
             progress=lambda done, total: seen.append((done, total)),
         )
     assert digest == _md5(payload)
@@ -215,7 +219,8 @@ def test_download_with_a_wrong_md5_leaves_nothing(tmp_path):
     served.mkdir()
     (served / "a.zip").write_bytes(b"payload")
     with serve_directory(served) as base, pytest.raises(ChecksumMismatch, match=r"expected 0+"):
-        download(f"{base}/a.zip", tmp_path / "a.zip", expected_md5="0" * 32, max_bytes=10**6)
+        download(f"{base}/a.zip", tmp_path / "a.zip", expected_md5="0" * 32, max_bytes=10**6,
+                 policy=LOOPBACK)  # fmt: skip
     assert list(tmp_path.glob("*a.zip*")) == []
 
 
@@ -225,15 +230,31 @@ def test_download_http_error_and_size_limit(tmp_path):
     (served / "big.zip").write_bytes(b"x" * 5000)
     with serve_directory(served) as base:
         with pytest.raises(SourceError, match="HTTP 404"):
-            download(f"{base}/missing.zip", tmp_path / "m.zip", expected_md5=None, max_bytes=10)
+            download(f"{base}/missing.zip", tmp_path / "m.zip", expected_md5=None, max_bytes=10,
+                     policy=LOOPBACK)  # fmt: skip
         with pytest.raises(SourceError, match="more than the limit"):
-            download(f"{base}/big.zip", tmp_path / "b.zip", expected_md5=None, max_bytes=1000)
+            download(f"{base}/big.zip", tmp_path / "b.zip", expected_md5=None, max_bytes=1000,
+                     policy=LOOPBACK)  # fmt: skip
     assert not (tmp_path / "m.zip").exists() and not (tmp_path / "b.zip").exists()
 
 
 def test_download_unreachable_host_is_a_source_error(tmp_path):
     with pytest.raises(SourceError, match="failed"):
-        download("http://127.0.0.1:9/x.zip", tmp_path / "x.zip", expected_md5=None, max_bytes=10)
+        download("http://127.0.0.1:9/x.zip", tmp_path / "x.zip", expected_md5=None, max_bytes=10,
+                 policy=LOOPBACK)  # fmt: skip
+
+
+def test_download_refuses_non_public_addresses_by_default(tmp_path):
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "a.zip").write_bytes(b"secret")
+    with serve_directory(served) as base:
+        for url in (f"{base}/a.zip", base.replace("127.0.0.1", "localhost") + "/a.zip"):
+            with pytest.raises(UrlRefused, match="refused: address not allowed") as caught:
+                download(url, tmp_path / "a.zip", expected_md5=None, max_bytes=10**6,
+                         policy=UrlPolicy())  # fmt: skip
+            assert "secret" not in str(caught.value)
+    assert not (tmp_path / "a.zip").exists()
 
 
 # ---------------------------------------------------------------------------- obtain_tree
@@ -305,6 +326,32 @@ def test_folder_source_is_used_in_place(pristine, data_root):
     )
     assert root.root == (data_root / "mine" / ROOT_DIR_NAME).resolve()
     assert facts == {"source": "mine", "md5": None}
+
+
+@pytest.mark.parametrize("link", ["val-class", "train-image"])
+def test_a_folder_source_with_a_link_inside_is_refused_and_nothing_moves(
+    pristine, data_root, tmp_path, link
+):
+    tree = data_root / "mine" / ROOT_DIR_NAME
+    shutil.copytree(pristine, tree)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    if link == "val-class":  # reorganize would move val images out of the data root
+        wnid = (tree / "wnids.txt").read_text().split()[0]
+        (tree / "val" / wnid).symlink_to(outside, target_is_directory=True)
+        named = f"val/{wnid}"
+    else:  # a train image read from outside the data root
+        image = next((tree / "train").glob("*/images/*.JPEG"))
+        (outside / "x.JPEG").write_bytes(image.read_bytes())
+        image.unlink()
+        image.symlink_to(outside / "x.JPEG")
+        named = str(image.relative_to(tree))
+    before = sorted(p.relative_to(tree) for p in tree.rglob("*"))
+    with pytest.raises(UnsafeArchive, match=f"{named} is a symbolic link; links are not allowed"):
+        obtain(FolderSource(kind="folder", path="mine"), "f", make_settings(data_root),
+               LocalContext())  # fmt: skip
+    assert sorted(p.relative_to(tree) for p in tree.rglob("*")) == before
+    assert [p.name for p in outside.iterdir()] == (["x.JPEG"] if link == "train-image" else [])
 
 
 def test_synthetic_source_is_generated_once(data_root):

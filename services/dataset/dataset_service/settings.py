@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from dataset_service.fetch import UrlPolicy
 from jobkit.settings import ServiceSettings
 
 DEFAULT_PORT = 8001
@@ -22,6 +23,7 @@ class SourceLimits:
     max_download_bytes: int
     max_extract_bytes: int
     processes: int | None = None  # None: one per core
+    url_policy: UrlPolicy = field(default_factory=UrlPolicy)  # the hosts a url may reach
 
 
 class Settings(ServiceSettings):
@@ -36,6 +38,12 @@ class Settings(ServiceSettings):
     max_extract_bytes: int = Field(
         4 * 1024**3, gt=0, description="Extraction stops past this many uncompressed bytes."
     )
+    allowed_url_hosts: str = Field(
+        "",
+        description="Comma-separated hosts (names or addresses) a url source may reach even "
+        "where they resolve to loopback, private or link-local addresses (a lab mirror); "
+        "every other non-public address is refused.",
+    )
     target_shard_bytes: int = Field(
         8 * 1024**2,
         gt=0,
@@ -46,7 +54,10 @@ class Settings(ServiceSettings):
     @property
     def source_limits(self) -> SourceLimits:
         return SourceLimits(
-            self.max_download_bytes, self.max_extract_bytes, self.writer_processes or None
+            self.max_download_bytes,
+            self.max_extract_bytes,
+            self.writer_processes or None,
+            UrlPolicy.of(self.allowed_url_hosts),
         )
 
 

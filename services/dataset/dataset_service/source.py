@@ -36,6 +36,7 @@ from dataset_service.errors import (
     PrepareError,
     SourceError,
 )
+from dataset_service.fetch import UrlPolicy, open_stream
 from dataset_service.layout import find_root, validate
 from dataset_service.tree import (
     DiskTree,
@@ -79,15 +80,17 @@ def download(
     *,
     expected_md5: str | None,
     max_bytes: int,
+    policy: UrlPolicy,
     progress: Progress = _noop,
     check_stop: CheckStop = _noop,
     timeout_s: float = DOWNLOAD_TIMEOUT_S,
 ) -> str:
     """Stream ``url`` to ``dest`` and return the file's MD5.
 
-    A ``dest`` already there with the expected MD5 is kept (no download). Raises
-    :class:`SourceError` on HTTP errors or past ``max_bytes``, :class:`ChecksumMismatch` when
-    the MD5 differs; in both cases nothing is left at ``dest``.
+    Only hosts ``policy`` allows are reached, on every redirect too (:mod:`.fetch`). A ``dest``
+    already there with the expected MD5 is kept (no download). Raises :class:`SourceError` on
+    HTTP errors, a refused address or past ``max_bytes``, :class:`ChecksumMismatch` when the
+    MD5 differs; in every case nothing is left at ``dest``.
     """
     dest = Path(dest)
     if expected_md5 and dest.is_file() and md5_file(dest) == expected_md5:
@@ -98,7 +101,7 @@ def download(
     partial = dest.with_name(f".{dest.name}.partial-{os.getpid()}")
     h = hashlib.md5()
     try:
-        with httpx.stream("GET", url, follow_redirects=True, timeout=timeout_s) as response:
+        with open_stream(url, policy, timeout_s) as response:
             if response.status_code != 200:
                 raise SourceError(f"download of {url} failed: HTTP {response.status_code}")
             length = response.headers.get("content-length")
@@ -336,7 +339,9 @@ def obtain_tree(
             top = find_root(folder)
         except LayoutError as exc:
             raise LayoutError(f"{origin}: {exc}") from None
-        return DiskTree(top, origin), {"source": origin, "md5": None}
+        tree = DiskTree(top, origin)
+        tree.refuse_links()
+        return tree, {"source": origin, "md5": None}
 
     if source.kind == "synthetic":
         from dataset_service.synthetic import SyntheticSpec
@@ -371,6 +376,7 @@ def obtain_tree(
             archive,
             expected_md5=source.md5,
             max_bytes=limits.max_download_bytes,
+            policy=limits.url_policy,
             progress=reporter.progress,
             check_stop=reporter.check_stop,
         )

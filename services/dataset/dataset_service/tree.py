@@ -137,6 +137,24 @@ class DiskTree:
         st = os.stat(self.root / rel)
         return st.st_size, st.st_mtime_ns, None
 
+    def refuse_links(self) -> None:
+        """Raise :class:`UnsafeArchive` naming the first symbolic link in the tree: a link could
+        make a prepare read, or the reorganize step move, files outside the tree (as the zip
+        path refuses links, so does a folder)."""
+        pending = [self.root]
+        while pending:
+            folder = pending.pop()
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    if entry.is_symlink():
+                        rel = Path(entry.path).relative_to(self.root)
+                        raise UnsafeArchive(
+                            f"{self.label}: {rel} is a symbolic link; links are not allowed in a "
+                            "folder source (copy the files in instead)"
+                        )
+                    if entry.is_dir(follow_symlinks=False):
+                        pending.append(Path(entry.path))
+
 
 # ---------------------------------------------------------------------------- zip
 

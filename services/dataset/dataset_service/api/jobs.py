@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import httpx
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
+from dataset_service.errors import SourceError
+from dataset_service.fetch import UrlRefused
 from dataset_service.models import PrepareRequest
 from dataset_service.prepare import JOB_KIND
 from datavolume.layout import OutsideRoot
@@ -25,9 +28,18 @@ def resource_key(name: str) -> str:
     return f"dataset:{name}"
 
 
-def check_source_path(body: PrepareRequest, settings: SettingsDep) -> None:
-    """A zip or folder source must name an existing path inside the data root (else 422)."""
+def check_source(body: PrepareRequest, settings: SettingsDep) -> None:
+    """A url source must lead to an address the service may fetch from; a zip or folder source
+    must name an existing path inside the data root (else 422)."""
     source = body.source
+    if source.kind == "url":
+        try:
+            settings.source_limits.url_policy.pin(httpx.URL(str(source.url)))
+        except UrlRefused as exc:
+            raise invalid_field("body.source.url", exc.message) from exc
+        except SourceError:  # not resolvable now: the job says so, with its own retries
+            pass
+        return
     if source.kind not in ("zip", "folder"):
         return
     field = "body.source.path"
@@ -61,6 +73,6 @@ def start_prepare(
     is already writing: 409 naming that job. To resume an interrupted or failed prepare, post
     the same request again (without reusing the old key): complete shards are kept.
     """
-    check_source_path(body, settings)
+    check_source(body, settings)
     job = create_job(store, runner, JOB_KIND, body, idempotency_key, resource_key(body.name))
     return accepted(job, f"/v1/{RESOURCE}/{job.id}")
