@@ -404,3 +404,16 @@ def test_a_url_source_may_not_reach_the_services_beside_it(data_root, url):
         assert error["field"] == "body.source.url"
         assert error["message"].startswith("refused: address not allowed")
         assert client.get("/v1/jobs").json()["items"] == []
+
+
+def test_a_synthetic_request_is_bounded_in_images_and_by_the_free_space(client, monkeypatch):
+    huge = {"kind": "synthetic", "classes": 1000, "train_per_class": 5000}
+    response = post(client, {"source": huge})
+    assert response.status_code == 422 and "at most 1,200,000" in response.text
+    monkeypatch.setattr(DataRoot, "free_bytes", lambda self: 100 * 2**20)
+    big = {"kind": "synthetic", "classes": 200, "train_per_class": 500}  # 120,000 images
+    response = post(client, {"source": big})
+    assert response.status_code == 507 and "MiB free" in response.json()["detail"]
+    small = {"kind": "synthetic", "classes": 2, "train_per_class": 4, "val_per_class": 1,
+             "test_images": 1}  # fmt: skip
+    assert post(client, {"source": small}).status_code == 202

@@ -112,7 +112,7 @@ def test_compose_forwards_only_what_the_host_sets(compose, name):
     # the token (empty: none) and the stop grace, which compose also needs for itself.
     environment = compose["services"][name]["environment"]
     prefix = env_prefix(SERVICES[name])
-    own = {f"{prefix}API_TOKEN", f"{prefix}STOP_GRACE_S"}
+    own = {f"{prefix}API_TOKEN", f"{prefix}STOP_GRACE_S", f"{prefix}PUBLISHED_ON"}
     assert {k: v for k, v in environment.items() if k not in own} == dict.fromkeys(
         set(environment) - own
     )
@@ -167,6 +167,30 @@ def test_trainer_gets_a_gpu_and_neither_service_waits_for_the_other(compose):
     assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
     # They meet only through the volume: a dataset restart must not hold the trainer back.
     assert all("depends_on" not in service for service in compose["services"].values())
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def _service_settings(name, **host_env):
+    """The settings the service reads in its container, with ``host_env`` set on the host."""
+    prefix = env_prefix(SERVICES[name])
+    service = render(env=host_env)["services"][name]
+    env = {k: v for k, v in service["environment"].items() if v is not None}
+    image = dict(re.findall(rf"\b({prefix}[A-Z_]+)=(\S+)", stage(name)))  # the image's ENV
+    fields = {k.removeprefix(prefix).lower(): v for k, v in {**image, **env}.items()}
+    return SERVICES[name](**fields)
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_without_a_token_the_stack_starts_only_published_on_loopback(name):
+    prefix = env_prefix(SERVICES[name])
+    default = _service_settings(name)
+    assert default.host == "0.0.0.0" and default.published_on == "127.0.0.1"
+    assert default.api_token is None  # starts: reachable from this machine only
+    with pytest.raises(ValidationError, match=f"{prefix}ALLOW_NO_TOKEN=true"):
+        _service_settings(name, **{f"{prefix.removesuffix('_')}_BIND": "0.0.0.0"})
+    exposed = {f"{prefix.removesuffix('_')}_BIND": "0.0.0.0"}
+    assert _service_settings(name, **exposed, API_TOKEN="s3cret").api_token is not None
+    assert _service_settings(name, **exposed, **{f"{prefix}ALLOW_NO_TOKEN": "true"})
 
 
 @pytest.mark.parametrize("name", SERVICES)

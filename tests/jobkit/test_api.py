@@ -1,5 +1,6 @@
 """The route helpers, wired the way a service wires them."""
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -247,3 +248,32 @@ def test_a_presenter_shows_jobs_as_the_service_names_them(tmp_path: Path) -> Non
     assert missing["title"] == "Run not found" and missing["run_id"] == "0123abcd"
     assert missing["type"] == problem_type("run-not-found")
     assert "/v1/runs/{run_id}" in client.get("/openapi.json").json()["paths"]
+
+
+def test_a_body_too_large_is_a_413_problem(tmp_path):
+    from dataset_service.main import create_app
+    from dataset_service.settings import Settings
+
+    settings = Settings(data_root=tmp_path, max_body_bytes=4096)
+    with TestClient(create_app(settings)) as client:
+        body = json.dumps({"name": "x", "padding": "y" * 10_000})
+        declared = client.post(
+            "/v1/jobs", content=body, headers={"content-type": "application/json"}
+        )
+        assert declared.status_code == 413
+        assert declared.headers["content-type"].startswith("application/problem+json")
+        assert "4,096 bytes" in declared.json()["detail"]
+
+        def chunks():  # no Content-Length: read up to the limit, then refused
+            for _ in range(10):
+                yield b"y" * 1000
+
+        streamed = client.post(
+            "/v1/jobs", content=chunks(), headers={"content-type": "application/json"}
+        )
+        assert streamed.status_code == 413
+        assert client.get("/v1/jobs").json()["items"] == []
+        small = client.post("/v1/jobs", json={"name": "ok", "source": {"kind": "synthetic",
+                            "classes": 2, "train_per_class": 2, "val_per_class": 1,
+                            "test_images": 1}})  # fmt: skip
+        assert small.status_code == 202

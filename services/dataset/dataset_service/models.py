@@ -9,10 +9,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 
 from dataset_service.settings import OFFICIAL_MD5, OFFICIAL_URL
-from dataset_service.synthetic import MAX_CLASSES
+from dataset_service.synthetic import MAX_CLASSES, SyntheticSpec
 from shard_format.metadata import DatasetMetadata
 from shard_format.schema import DATASET_NAME_PATTERN, SPLITS
 
@@ -56,6 +56,13 @@ class FolderSource(_Strict):
     )
 
 
+#: The most images a synthetic request may ask for: ten times the real archive's 120,000.
+MAX_SYNTHETIC_IMAGES = 1_200_000
+#: What one synthetic image takes on the volume, generously: a JPEG of about 2 KB in the
+#: generated tree and again in the shards (what a prepare is checked against before its 202).
+SYNTHETIC_BYTES_PER_IMAGE = 6 * 1024
+
+
 class SyntheticSource(_Strict):
     """Generate a synthetic tree in the archive's layout (demos and tests)."""
 
@@ -64,7 +71,20 @@ class SyntheticSource(_Strict):
     train_per_class: int = Field(500, ge=1, le=10_000)
     val_per_class: int = Field(50, ge=1, le=10_000)
     test_images: int = Field(10_000, ge=1, le=1_000_000)
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+
+    @property
+    def total_images(self) -> int:
+        return SyntheticSpec(**self.model_dump(exclude={"kind"})).total_images
+
+    @model_validator(mode="after")
+    def _bounded(self):
+        if self.total_images > MAX_SYNTHETIC_IMAGES:
+            raise ValueError(
+                f"asks for {self.total_images:,} images; at most {MAX_SYNTHETIC_IMAGES:,} "
+                "(ten times the real archive)"
+            )
+        return self
 
 
 Source = Annotated[

@@ -182,8 +182,7 @@ class DataRoot:
         given = Path(text)
         if len(text) > PATH_MAX or any(len(part.encode()) > NAME_MAX for part in given.parts):
             raise OutsideRoot(
-                f"path {shown!r} is too long (at most {NAME_MAX} bytes per name, "
-                f"{PATH_MAX} in all)"
+                f"path {shown!r} is too long (at most {NAME_MAX} bytes per name, {PATH_MAX} in all)"
             )
         try:
             resolved = (given if given.is_absolute() else resolved_root / given).resolve()

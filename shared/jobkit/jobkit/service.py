@@ -10,6 +10,7 @@ need by name; tests can override the getters.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -114,6 +115,9 @@ def create_service_app(
     app = FastAPI(title=title, version="1.0.0", summary=summary, lifespan=lifespan)
     app.state.settings = settings
     app.state.store = app.state.runner = None
+    app.add_middleware(
+        BodyLimit, limit=lambda: (app.state.settings or get_settings()).max_body_bytes
+    )
     install_problem_handlers(app)
     require_token = Depends(bearer_token_dependency(lambda: app.state.settings or get_settings()))
     app.include_router(health_router(readiness(app, running_noun)))
@@ -121,6 +125,55 @@ def create_service_app(
         app.include_router(router, dependencies=[require_token, Depends(json_bodies_only)])
     app.openapi = lambda: problem_openapi(app)
     return app
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over ``limit()`` bytes is answered with a 413 problem
+    before the application sees it (the declared length is checked first; a body sent without
+    one is read up to the limit, then handed on)."""
+
+    def __init__(self, app, limit: Callable[[], int]) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit()
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > limit:
+            await self._too_large(scope, send, limit)
+            return
+        messages, size = [], 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            size += len(message.get("body", b""))
+            if size > limit:
+                await self._too_large(scope, send, limit)
+                return
+            if message["type"] != "http.request" or not message.get("more_body"):
+                break
+
+        async def replay():
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)
+
+    @staticmethod
+    async def _too_large(scope, send, limit: int) -> None:
+        body = json.dumps(
+            {
+                "type": problem_type("body-too-large"),
+                "title": "Content Too Large",
+                "status": 413,
+                "detail": f"the request body is larger than {limit:,} bytes",
+                "instance": scope.get("path", ""),
+            }
+        ).encode()
+        headers = [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", b"%d" % len(body))]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
 
 #: The RFC 9457 body every error answer has (``errors`` on 422s: one entry per invalid field).

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import os
 from pathlib import Path
 from typing import ClassVar
 
@@ -11,6 +13,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from datavolume.layout import DataRoot
 
 DEFAULT_DATA_ROOT = Path("/data")
+#: The token variable both services (and the ``tin`` client) read when their own is not set.
+SHARED_TOKEN_ENV = "API_TOKEN"
 #: What a shutdown needs after the workers' grace: record their ends, close the store, exit.
 STOP_MARGIN_S = 10.0
 
@@ -32,9 +36,23 @@ class ServiceSettings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535, description="HTTP port.")
     api_token: SecretStr | None = Field(
         None,
-        description="When set, every endpoint but health needs 'Authorization: Bearer <token>'.",
+        description="When set, every endpoint but health needs 'Authorization: Bearer <token>'. "
+        "Read from <PREFIX>API_TOKEN, else from API_TOKEN (shared by both services and tin).",
+    )
+    published_on: str | None = Field(
+        None,
+        description="The address clients reach the port on, when it differs from host (compose "
+        "publishes the container's port on this host address).",
+    )
+    allow_no_token: bool = Field(
+        False,
+        description="Serve without a token on an address other machines can reach (refused "
+        "otherwise: the service will not start).",
     )
     max_concurrent_jobs: int = Field(1, ge=1, description="Jobs running at once; the rest queue.")
+    max_body_bytes: int = Field(
+        64 * 1024, ge=1024, description="Largest request body accepted (413 beyond it)."
+    )
     max_queued_jobs: int = Field(
         100, ge=1, description="Jobs that may wait in the queue; more are refused (429)."
     )
@@ -57,6 +75,26 @@ class ServiceSettings(BaseSettings):
         "container's stop grace period; compose passes its own). A shutdown stops the workers "
         "within cancel_grace_s, so it must be at least STOP_MARGIN_S shorter.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shared_token(cls, data):
+        """``API_TOKEN`` stands in for the prefixed variable when that one is unset or empty."""
+        shared = os.environ.get(SHARED_TOKEN_ENV, "").strip()
+        if isinstance(data, dict) and shared and not str(data.get("api_token") or "").strip():
+            return {**data, "api_token": shared}
+        return data
+
+    @model_validator(mode="after")
+    def _no_open_service_without_a_token(self):
+        reachable = self.published_on or self.host
+        if self.api_token is None and not self.allow_no_token and not is_loopback(reachable):
+            prefix = self.model_config.get("env_prefix", "")
+            raise ValueError(
+                f"the service would answer on {reachable} without a token: set API_TOKEN (or "
+                f"{prefix}API_TOKEN), or {prefix}ALLOW_NO_TOKEN=true to serve it open"
+            )
+        return self
 
     @model_validator(mode="after")
     def _cancel_grace_fits_in_the_stop_grace(self):
@@ -107,3 +145,13 @@ class ServiceSettings(BaseSettings):
                 value = value.get_secret_value()
             env[f"{prefix}{name}".upper()] = str(value)
         return env
+
+
+def is_loopback(address: str) -> bool:
+    """Whether only this machine reaches ``address`` (``localhost``, 127.0.0.0/8, ``::1``)."""
+    if address.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address.strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -8,12 +8,12 @@ from fastapi.responses import JSONResponse
 
 from dataset_service.errors import SourceError
 from dataset_service.fetch import UrlRefused
-from dataset_service.models import PrepareRequest
+from dataset_service.models import SYNTHETIC_BYTES_PER_IMAGE, PrepareRequest
 from dataset_service.prepare import JOB_KIND
 from datavolume.layout import OutsideRoot
 from jobkit.api import IdempotencyKey, accepted, create_job, make_jobs_router
 from jobkit.models import JobPublic
-from jobkit.problems import PROBLEM_JSON, invalid_field
+from jobkit.problems import PROBLEM_JSON, ProblemError, invalid_field, problem_type
 from jobkit.service import RunnerDep, SettingsDep, StoreDep, get_runner, get_store
 
 RESOURCE = "jobs"
@@ -40,6 +40,19 @@ def check_source(body: PrepareRequest, settings: SettingsDep) -> None:
         except SourceError:  # not resolvable now: the job says so, with its own retries
             pass
         return
+    if source.kind == "synthetic":
+        needed = source.total_images * SYNTHETIC_BYTES_PER_IMAGE + settings.min_free_bytes
+        free = settings.volume.free_bytes()
+        if needed > free:
+            raise ProblemError(
+                507,
+                "Insufficient Storage",
+                f"{source.total_images:,} synthetic images need about "
+                f"{needed / 2**20:,.0f} MiB on the volume, which has {free / 2**20:,.0f} MiB "
+                "free: ask for fewer, or free space",
+                type_=problem_type("volume-not-writable"),
+            )
+        return
     if source.kind not in ("zip", "folder"):
         return
     field = "body.source.path"
@@ -57,7 +70,7 @@ def check_source(body: PrepareRequest, settings: SettingsDep) -> None:
     "",
     status_code=202,
     response_model=JobPublic,
-    responses={409: _PROBLEM, 422: _PROBLEM},
+    responses={409: _PROBLEM, 422: _PROBLEM, 429: _PROBLEM, 507: _PROBLEM},
     summary="Start a prepare job (202, Location of the job)",
 )
 def start_prepare(
