@@ -146,6 +146,7 @@ def test_a_failed_re_prepare_leaves_the_good_dataset_as_it_was(data_root):
         prepare(PrepareRequest(name="d", source=SYNTHETIC, shards={"test": 2}), settings)
     assert is_ready(data_root, "d")
     assert load_metadata(folder) == good and shard_hashes(folder) == before
+    assert not DataRoot(data_root).staging("d").exists()  # no half-written version left
     assert [d.name for d in list_datasets(DataRoot(data_root))] == ["d"]
     # Fixed, a new version is published; a reader of the old one still finds all its files.
     victim.write_bytes(original)
@@ -338,3 +339,18 @@ def test_a_truncated_image_in_a_zip_fails_naming_it_in_the_archive(pristine, dat
             make_settings(data_root),
         )
     assert not is_ready(data_root, "z")
+
+
+def test_a_prepare_failing_for_space_removes_its_partial_version(data_root, monkeypatch):
+    import errno
+
+    import dataset_service.prepare as prepare_module
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(prepare_module, "write_tfds_metadata", full)  # after every shard
+    with pytest.raises(OSError, match="No space left"):
+        prepare(PrepareRequest(name="full", source=SYNTHETIC), make_settings(data_root))
+    assert not DataRoot(data_root).staging("full").exists()
+    assert not DataRoot(data_root).dataset("full").exists()

@@ -9,14 +9,17 @@ val labels matched, nothing moves), ``plan``, ``write`` and ``metadata``.
 
 A prepare writes a new version of the dataset in its staging folder and publishes it only when
 complete (``datavolume.datasets``): readers keep the current version until the swap, and a prepare
-that fails or is cancelled leaves it exactly as it was. In the staging folder, the metadata that
-marks a dataset complete is deleted before the first shard is written and written again last
-(TFDS first, ``shard_format.json`` last, atomically).
+that fails or is cancelled leaves it exactly as it was. A failed prepare also removes its staging
+folder; a cancelled (or killed) one keeps it, and the same request posted again resumes from
+it. In the staging folder, the metadata that marks a dataset complete is deleted before the
+first shard is written and written again last (TFDS first, ``shard_format.json`` last,
+atomically).
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +50,7 @@ from dataset_service.writer import (
 from datavolume.datasets import open_staging, publish, write_metadata
 from datavolume.layout import DataRoot
 from jobkit.context import Context, LocalContext
+from jobkit.errors import JobCancelled
 from shard_format.metadata import (
     ClassInfo,
     DatasetMetadata,
@@ -220,36 +224,44 @@ def prepare(
             tasks = plan(request, layout, settings.target_shard_bytes, val_at)
         # Built beside the current version, which stays usable until the swap at the end.
         out = open_staging(root, request.name)
-        unmark_ready(out)
+        try:
+            unmark_ready(out)
 
-        every = [t for split_tasks in tasks.values() for t in split_tasks]
-        rep.phase("write", total=sum(len(t.items) for t in every), unit="images")
-        written = write_shards(
-            every,
-            out,
-            request.name,
-            pool=pool,
-            progress=rep.progress,
-            check_stop=rep.check_stop,
-            meanwhile=import_tfds,  # needed by the metadata phase
-        )
-        by_file = {r.file_name: r for r in written}
-        results = {split: [by_file[t.file_name] for t in ts] for split, ts in tasks.items()}
-        rep.metrics(
-            {
-                "shards_total": len(written),
-                "shards_reused": sum(r.reused for r in written),
-                "re_encoded": sum(len(r.re_encoded) for r in written),
-                "skipped": sum(len(r.skipped) for r in written),
-            }
-        )
+            every = [t for split_tasks in tasks.values() for t in split_tasks]
+            rep.phase("write", total=sum(len(t.items) for t in every), unit="images")
+            written = write_shards(
+                every,
+                out,
+                request.name,
+                pool=pool,
+                progress=rep.progress,
+                check_stop=rep.check_stop,
+                meanwhile=import_tfds,  # needed by the metadata phase
+            )
+            by_file = {r.file_name: r for r in written}
+            results = {split: [by_file[t.file_name] for t in ts] for split, ts in tasks.items()}
+            rep.metrics(
+                {
+                    "shards_total": len(written),
+                    "shards_reused": sum(r.reused for r in written),
+                    "re_encoded": sum(len(r.re_encoded) for r in written),
+                    "skipped": sum(len(r.skipped) for r in written),
+                }
+            )
 
-        rep.phase("metadata")
-        provenance["image_folder"] = _image_folder(tree, root)
-        metadata = build_metadata(request, layout, results, provenance)
-        write_tfds_metadata(out, metadata)
-        write_metadata(out, metadata)  # its presence means "complete"
-        publish(root, request.name, out)
+            rep.phase("metadata")
+            provenance["image_folder"] = _image_folder(tree, root)
+            metadata = build_metadata(request, layout, results, provenance)
+            write_tfds_metadata(out, metadata)
+            write_metadata(out, metadata)  # its presence means "complete"
+            publish(root, request.name, out)
+        except JobCancelled:
+            raise  # kept: the same request posted again resumes from its complete shards
+        except Exception:
+            # A failed prepare leaves no half-written version (its shards may be what filled
+            # the volume); the published version is untouched, its files only linked.
+            shutil.rmtree(out, ignore_errors=True)
+            raise
         return metadata
 
 

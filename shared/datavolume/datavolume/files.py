@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Iterator
@@ -19,6 +20,21 @@ from pathlib import Path
 from typing import Any
 
 CHUNK = 1 << 20
+
+
+#: The names :func:`temp_path` gives: ``.<stem>.<12 hex>.tmp<suffix>``.
+TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp")
+
+
+def remove_temporaries(folder: Path) -> list[str]:
+    """Delete the temporary files :func:`temp_path` made in ``folder`` (left by a process
+    killed mid-write); returns their names."""
+    removed = []
+    for path in Path(folder).glob(".*.tmp*"):
+        if TEMP_NAME.match(path.name) and path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path.name)
+    return removed
 
 
 def temp_path(path: Path, suffix: str = "") -> Path:

@@ -22,8 +22,11 @@ Imports neither TensorFlow nor Keras (the API process reads these files too).
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
+
+from datavolume.files import remove_temporaries
 
 CHECKPOINT_SUFFIX = ".keras"
 
@@ -97,3 +100,13 @@ class RunFolder:
     def make(self) -> None:
         self.checkpoints.mkdir(parents=True, exist_ok=True)
         self.tensorboard.mkdir(parents=True, exist_ok=True)
+
+    def remove_temporaries(self) -> list[str]:
+        """Delete what a write cut short left (temp files, a half-exported SavedModel); the
+        checkpoints and every complete file stay. Returns what was removed."""
+        removed = [*remove_temporaries(self.root), *remove_temporaries(self.checkpoints)]
+        partial_export = self.root / f".{self.savedmodel.name}.tmp"
+        if partial_export.is_dir():
+            shutil.rmtree(partial_export, ignore_errors=True)
+            removed.append(partial_export.name)
+        return removed

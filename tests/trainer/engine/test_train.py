@@ -221,3 +221,43 @@ def test_out_of_memory_is_reported_as_such(data_root, tmp_path, monkeypatch):
         engine.train(tiny_config(batch_size=16), tmp_path / "run", data_root)
     assert info.value.type == "out_of_memory"
     assert "out of memory" in info.value.message and "batch_size 16" in info.value.message
+
+
+def test_a_corrupt_shard_fails_the_run_naming_it_and_the_fix(data_root, tmp_path):
+    """A copy of the toy dataset with one train shard's bytes damaged (its size kept)."""
+    import shutil
+
+    from datavolume import DataRoot
+    from shard_format.metadata import load_metadata
+    from tests.trainer.support import TOY
+
+    link = DataRoot(data_root).dataset(TOY)
+    copy = tmp_path / "copy"
+    shutil.copytree(link.resolve(), copy)
+    link.unlink()
+    link.symlink_to(copy, target_is_directory=True)
+    shard = load_metadata(copy).splits["train"].shards[0].file_name
+    data = bytearray((copy / shard).read_bytes())
+    data[40:240] = b"\xff" * 200  # inside the first record: its CRC no longer matches
+    (copy / shard).write_bytes(bytes(data))
+    run = RunFolder(tmp_path / "run")
+    with pytest.raises(JobFailed) as failed:
+        engine.train(tiny_config(epochs=1), run.root, data_root, LocalContext())
+    assert failed.value.type == "data_error"
+    assert shard in failed.value.message and "re-prepare the dataset" in failed.value.message
+    assert "Traceback" not in failed.value.message and str(tmp_path) not in failed.value.message
+
+
+def test_temporaries_of_a_killed_write_are_removed_and_checkpoints_kept(data_root, tmp_path):
+    run = RunFolder(tmp_path / "run")
+    engine.train(tiny_config(epochs=1), run.root, data_root, LocalContext())
+    kept = sorted(p.name for p in run.checkpoints.iterdir())
+    leftovers = [run.checkpoints / ".epoch-0002.0123456789ab.tmp.keras",
+                 run.root / ".history.0123456789ab.tmp"]  # fmt: skip
+    for path in leftovers:
+        path.write_bytes(b"half a file")
+    (run.root / ".savedmodel.tmp").mkdir()
+    engine.train(tiny_config(epochs=2), run.root, data_root, LocalContext())  # resumes
+    assert not any(path.exists() for path in leftovers)
+    assert not (run.root / ".savedmodel.tmp").exists()
+    assert set(kept) <= {p.name for p in run.checkpoints.iterdir()}

@@ -143,7 +143,12 @@ class RunRecorder(keras.callbacks.Callback):
             path = checkpoints.save_partial(
                 self.saved_model, self.run, epoch, step, steps_per_epoch=self.steps
             )
-            self.ctx.log.info("stopped during epoch %d: saved %s (step %d)", epoch + 1, path, step)
+            self.ctx.log.info(
+                "stopped during epoch %d: saved checkpoints/%s (step %d)",
+                epoch + 1,
+                path.name,
+                step,
+            )
             return
         now = time.monotonic()
         scores = {key: to_float((logs or {}).get(key)) for key in TRAIN_KEYS + VAL_KEYS}

@@ -113,3 +113,41 @@ def test_images(folder: Path, metadata: DatasetMetadata, batch_size: int):
     return _exact_length(ds, math.ceil(metadata.split(TEST).num_records / batch_size)).prefetch(
         tf.data.AUTOTUNE
     )
+
+
+def is_data_error(exc: BaseException) -> bool:
+    """Whether reading the shards failed on their bytes (a corrupt or truncated record)."""
+    name = type(exc).__name__
+    return (
+        name == "DataLossError"
+        or "corrupted record" in str(exc)
+        or (name == "InvalidArgumentError" and "truncated record" in str(exc))
+    )
+
+
+def corrupt_shards(folder: Path, metadata: DatasetMetadata) -> list[str]:
+    """The shard files whose size or SHA-256 differs from what the metadata recorded."""
+    from datavolume.files import file_digest
+
+    bad = []
+    for split in metadata.splits.values():
+        for shard in split.shards:
+            path = Path(folder) / shard.file_name
+            if (
+                not path.is_file()
+                or path.stat().st_size != shard.num_bytes
+                or file_digest(path) != shard.sha256
+            ):
+                bad.append(shard.file_name)
+    return bad
+
+
+def describe_corrupt_data(folder: Path, metadata: DatasetMetadata, name: str) -> str:
+    """The readable reason of a run that read a corrupt record: which shards, what to do."""
+    bad = corrupt_shards(folder, metadata)
+    which = ", ".join(bad) if bad else "a shard (its checksum still matches: read error?)"
+    return (
+        f"dataset {name!r} has corrupt data: {which} differ from what was prepared; "
+        f"re-prepare the dataset (a prepare of {name!r} rewrites exactly the damaged shards), "
+        "then resume the run"
+    )

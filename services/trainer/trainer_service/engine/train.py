@@ -29,7 +29,12 @@ from jobkit.context import LocalContext
 from jobkit.errors import JobFailed, is_out_of_memory
 from shard_format.preprocess import Preprocess
 from trainer_service.engine.callbacks import RunRecorder, StopOnRequest, optimizer_step
-from trainer_service.engine.data import input_pipelines, load_dataset
+from trainer_service.engine.data import (
+    describe_corrupt_data,
+    input_pipelines,
+    is_data_error,
+    load_dataset,
+)
 from trainer_service.engine.evaluate import loss, metrics, predict_and_evaluate
 from trainer_service.engine.objective import TrainingModel
 from trainer_service.engine.runtime import Runtime, resolve_runtime
@@ -57,6 +62,7 @@ def train(
     root, run = DataRoot(data_root), RunFolder(Path(run_dir))
     with ctx.interruptible():
         run.make()
+        run.remove_temporaries()  # left by a worker killed mid-write
         atomic_write_json(run.config, config.model_dump(mode="json"))
         folder, metadata = load_dataset(root, config.dataset)
         try:
@@ -149,7 +155,14 @@ def train(
         )
         return {**result, "predictions": run.predictions.name, "stopped": False}
     except Exception as exc:
-        if isinstance(exc, JobFailed) or not is_out_of_memory(exc):
+        run.remove_temporaries()  # the checkpoints stay: a resume continues from them
+        if isinstance(exc, JobFailed):
+            raise
+        if is_data_error(exc):
+            raise JobFailed(
+                describe_corrupt_data(folder, metadata, config.dataset), "data_error"
+            ) from exc
+        if not is_out_of_memory(exc):
             raise
         raise JobFailed(
             f"out of memory on {runtime.device} (batch_size {config.batch_size}, "
@@ -307,7 +320,7 @@ def export_final(model: keras.Model, run: RunFolder, config: TrainConfig, log) -
     atomic_save_model(model, run.model)
     out: dict[str, Any] = {"model": run.model.name, "savedmodel": None}
     if config.export_savedmodel and keras.backend.backend() == "tensorflow":
-        tmp = run.root / f".{run.savedmodel.name}.tmp"
+        tmp = run.root / f".{run.savedmodel.name}.tmp"  # RunFolder.remove_temporaries knows it
         shutil.rmtree(tmp, ignore_errors=True)
         try:
             model.export(str(tmp), format="tf_saved_model", verbose=False)
