@@ -201,8 +201,9 @@ _PUBLIC = {"/healthz", "/readyz"}
 
 def problem_openapi(app: FastAPI) -> dict:
     """The OpenAPI document as the service answers: every 4xx/5xx is ``application/problem+json``
-    (FastAPI would say ``application/json`` for its 422s), 401 on every route behind the token,
-    and 400 (a body that does not parse), 415 and 422 on every route that takes a body."""
+    (FastAPI would say ``application/json`` for its 422s), 401 and 503 (the job store busy) on
+    every route behind the token, 400 (a body that does not parse), 413, 415 and 422 on every
+    route that takes a body, and 429 (the queue full) and 507 (the volume full) on every POST."""
     if app.openapi_schema:
         return app.openapi_schema
     schema = get_openapi(
@@ -214,14 +215,19 @@ def problem_openapi(app: FastAPI) -> dict:
         components.pop(unused, None)
     problem = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
     for path, operations in schema.get("paths", {}).items():
-        for operation in operations.values():
+        for method, operation in operations.items():
             responses = operation.setdefault("responses", {})
             if path not in _PUBLIC:
                 responses.setdefault("401", {"description": "Missing or wrong bearer token"})
+                responses.setdefault("503", {"description": "The job store is busy: retry"})
             if "requestBody" in operation:
                 responses.setdefault("400", {"description": "The body does not parse as JSON"})
+                responses.setdefault("413", {"description": "The body is too large"})
                 responses.setdefault("415", {"description": "The body is not JSON"})
                 responses.setdefault("422", {"description": "Invalid request"})
+            if method == "post" and path not in _PUBLIC:
+                responses.setdefault("429", {"description": "Too many jobs queued: retry later"})
+                responses.setdefault("507", {"description": "The volume cannot take the job"})
             for code, response in responses.items():
                 if code[0] in "45":
                     response["content"] = problem
