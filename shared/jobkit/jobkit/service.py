@@ -92,11 +92,15 @@ def create_service_app(
     routers: Sequence[APIRouter],
     folders: Callable[[ServiceSettings], Iterable[Path]] = lambda s: (),
     running_noun: str = "job(s) running",
+    upload_routers: Sequence[APIRouter] = (),
+    upload_limit: Callable[[ServiceSettings], int] | None = None,
 ) -> FastAPI:
     """A job service: ``kind`` jobs run ``target`` ("module:function") in worker processes.
 
     ``folders(settings)`` names the volume folders created at start-up; ``routers`` are the
-    service's own routes, all behind the token check when a token is configured.
+    service's own routes, all behind the token check when a token is configured, and their
+    bodies must be JSON of at most ``max_body_bytes``. ``upload_routers`` take other bodies
+    (multipart uploads), behind the same token check, of at most ``upload_limit(settings)``.
     """
 
     @asynccontextmanager
@@ -115,31 +119,39 @@ def create_service_app(
     app = FastAPI(title=title, version="1.0.0", summary=summary, lifespan=lifespan)
     app.state.settings = settings
     app.state.store = app.state.runner = None
-    app.add_middleware(
-        BodyLimit, limit=lambda: (app.state.settings or get_settings()).max_body_bytes
-    )
+    uploads = [route.path_regex for router in upload_routers for route in router.routes]
+
+    def body_limit(path: str) -> int:
+        settings = app.state.settings or get_settings()
+        if upload_limit is not None and any(regex.match(path) for regex in uploads):
+            return upload_limit(settings)
+        return settings.max_body_bytes
+
+    app.add_middleware(BodyLimit, limit=body_limit)
     install_problem_handlers(app)
     require_token = Depends(bearer_token_dependency(lambda: app.state.settings or get_settings()))
     app.include_router(health_router(readiness(app, running_noun)))
     for router in routers:
         app.include_router(router, dependencies=[require_token, Depends(json_bodies_only)])
+    for router in upload_routers:
+        app.include_router(router, dependencies=[require_token])
     app.openapi = lambda: problem_openapi(app)
     return app
 
 
 class BodyLimit:
-    """ASGI middleware: a request body over ``limit()`` bytes is answered with a 413 problem
+    """ASGI middleware: a request body over ``limit(path)`` bytes is answered with a 413 problem
     before the application sees it (the declared length is checked first; a body sent without
     one is read up to the limit, then handed on)."""
 
-    def __init__(self, app, limit: Callable[[], int]) -> None:
+    def __init__(self, app, limit: Callable[[str], int]) -> None:
         self.app, self.limit = app, limit
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.limit()
+        limit = self.limit(scope.get("path", ""))
         declared = dict(scope["headers"]).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > limit:
             await self._too_large(scope, send, limit)
@@ -202,8 +214,9 @@ _PUBLIC = {"/healthz", "/readyz"}
 def problem_openapi(app: FastAPI) -> dict:
     """The OpenAPI document as the service answers: every 4xx/5xx is ``application/problem+json``
     (FastAPI would say ``application/json`` for its 422s), 401 and 503 (the job store busy) on
-    every route behind the token, 400 (a body that does not parse), 413, 415 and 422 on every
-    route that takes a body, and 429 (the queue full) and 507 (the volume full) on every POST."""
+    every route behind the token, 413 and 422 on every route that takes a body, 400 (a body that
+    does not parse) and 415 on those that take JSON, and 429 (the queue full) and 507 (the volume
+    full) on every POST that is not an upload."""
     if app.openapi_schema:
         return app.openapi_schema
     schema = get_openapi(
@@ -220,12 +233,15 @@ def problem_openapi(app: FastAPI) -> dict:
             if path not in _PUBLIC:
                 responses.setdefault("401", {"description": "Missing or wrong bearer token"})
                 responses.setdefault("503", {"description": "The job store is busy: retry"})
-            if "requestBody" in operation:
-                responses.setdefault("400", {"description": "The body does not parse as JSON"})
+            body = operation.get("requestBody", {}).get("content", {})
+            json_body = not body or "application/json" in body  # not an upload
+            if body:
                 responses.setdefault("413", {"description": "The body is too large"})
-                responses.setdefault("415", {"description": "The body is not JSON"})
                 responses.setdefault("422", {"description": "Invalid request"})
-            if method == "post" and path not in _PUBLIC:
+            if body and json_body:
+                responses.setdefault("400", {"description": "The body does not parse as JSON"})
+                responses.setdefault("415", {"description": "The body is not JSON"})
+            if method == "post" and path not in _PUBLIC and json_body:  # the routes that queue
                 responses.setdefault("429", {"description": "Too many jobs queued: retry later"})
                 responses.setdefault("507", {"description": "The volume cannot take the job"})
             for code, response in responses.items():
