@@ -6,10 +6,12 @@ Run alone: ``./scripts/container-test.sh`` (``./scripts/test.sh`` runs it when a
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from datavolume import DataRoot
 from shard_format.schema import METADATA_FILE
@@ -97,6 +99,52 @@ def test_train_stop_the_trainer_mid_run_then_resume(stack: Stack):
         assert [row["epoch"] for row in trainer.history(run_id)] == [1, 2]  # each epoch once
         checkpoints = trainer.checkpoints(run_id)
         assert {c["epoch"] for c in checkpoints if c["kind"] == "epoch"} == {1, 2}
+
+
+#: In the trainer image: the run's model.keras with Keras on JAX (as it trained) and its
+#: SavedModel with TensorFlow, on the same images; both sets of logits as JSON.
+IMAGE_LOGITS = """
+import json, sys
+import numpy as np
+import tensorflow as tf
+from trainer_service.inference.classify import load_for_inference
+images = np.random.default_rng(5).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+keras_logits = load_for_inference(sys.argv[1] + "/model.keras").predict(images, verbose=0)
+served = tf.saved_model.load(sys.argv[1] + "/savedmodel")
+served_logits = served.serve(tf.constant(images)).numpy()
+print(json.dumps({"keras": keras_logits.tolist(), "savedmodel": served_logits.tolist()}))
+"""
+
+
+def test_the_run_classifies_an_image_and_its_exports_load(stack: Stack, tmp_path: Path):
+    import numpy as np
+    import onnxruntime
+
+    with stack.trainer() as trainer:
+        (run,) = trainer.list()
+        run_dir = f"/data/{run['run_dir']}"
+        assert run["exports"] == {"keras": f"{run['run_dir']}/model.keras",
+                                  "savedmodel": f"{run['run_dir']}/savedmodel",
+                                  "onnx": f"{run['run_dir']}/model.onnx"}  # fmt: skip
+        assert run["model_card"] == f"{run['run_dir']}/MODEL.md"
+        png = tmp_path / "cat.png"
+        Image.fromarray(np.full((90, 120, 3), 200, np.uint8)).save(png)
+        answer = trainer.predict(run["id"], [("cat.png", png.read_bytes())])
+    (item,) = answer["items"]
+    assert item["image"] == "cat.png" and item["error"] is None and len(item["top"]) == 4
+    assert answer["checkpoint"] == "best.keras"
+
+    out = stack.exec("trainer", "env", "KERAS_BACKEND=jax", "TF_CPP_MIN_LOG_LEVEL=2",
+                     "python", "-c", IMAGE_LOGITS, run_dir)  # fmt: skip
+    logits = json.loads(out.strip().splitlines()[-1])
+    keras_logits = np.array(logits["keras"], np.float32)
+    np.testing.assert_allclose(logits["savedmodel"], keras_logits, atol=1e-4, rtol=0)
+    stack.compose("cp", f"trainer:{run_dir}/model.onnx", str(tmp_path / "model.onnx"))
+    session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"))
+    images = np.random.default_rng(5).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+    onnx_logits = session.run(None, {session.get_inputs()[0].name: images})[0]
+    np.testing.assert_allclose(onnx_logits, keras_logits, atol=1e-4, rtol=0)
+    assert "# Model card: run" in stack.exec("trainer", "cat", f"{run_dir}/MODEL.md")
 
 
 def test_the_run_shows_in_tensorboard_and_its_files_are_readable(stack: Stack):

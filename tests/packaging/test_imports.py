@@ -5,8 +5,10 @@ lazy ones inside functions included (they once hid a cycle: ``predict`` and ``tr
 - a service imports neither the other service nor the client; the client imports no service
   (it speaks HTTP);
 - every package declares, in its pyproject, the project packages it imports;
-- inside the trainer: ``model`` imports neither ``runs`` nor ``engine``; ``runs`` (imported by
-  the API process) does not import ``engine``, nor Keras, TensorFlow or JAX;
+- inside the trainer: ``model`` imports neither ``runs`` nor ``engine``; what the API process
+  imports (``main``, ``api``, ``runs`` and the Keras-free ``inference`` modules) imports neither
+  ``engine`` nor ``model``, nor Keras, TensorFlow or JAX (``tests/trainer/api/test_predict.py``
+  checks the running process too);
 - no import cycle among all the project's modules.
 """
 
@@ -116,10 +118,16 @@ def forbidden_imports(graph: dict[str, set[str]]) -> list[str]:
 
 def trainer_layer_breaches(graph: dict[str, set[str]]) -> list[str]:
     """Imports that run back up the trainer's layers, or pull Keras into its Keras-free part."""
+    keras_free = ("trainer_service.engine", "trainer_service.model", *KERAS_STACK)
     rules = {
         "trainer_service.model": ("trainer_service.runs", "trainer_service.engine"),
-        "trainer_service.runs": ("trainer_service.engine", "trainer_service.model", *KERAS_STACK),
-    }
+        "trainer_service.runs": keras_free,
+        # what the API process runs: its routes, and the inference modules they use
+        "trainer_service.main": keras_free,
+        "trainer_service.api": keras_free,
+        **{f"trainer_service.inference.{name}": keras_free
+           for name in ("predictor", "process", "images", "card")},
+    }  # fmt: skip
     broken = []
     for name, targets in graph.items():
         for layer, banned in rules.items():
@@ -181,7 +189,11 @@ def test_a_layer_breach_is_found():
     graph["trainer_service.model.resnet"] = graph["trainer_service.model.resnet"] | {
         "trainer_service.engine.schedule"
     }
+    graph["trainer_service.inference.predictor"] = graph["trainer_service.inference.predictor"] | {
+        "jax"
+    }
     assert trainer_layer_breaches(graph) == [
+        "trainer_service.inference.predictor -> jax",
         "trainer_service.model.resnet -> trainer_service.engine.schedule",
         "trainer_service.runs.history -> keras",
     ]

@@ -1,5 +1,7 @@
 """The run's artifacts load the way a user loads them: a fresh interpreter running the lines the
-README shows (read from the README itself), nothing else; the loaded model then predicts."""
+README shows (read from the README itself), nothing else: the Keras model and checkpoints, the
+SavedModel with TensorFlow alone, the ONNX model with ONNX Runtime alone. The run trains with
+crop augmentation, so every layer a saved model can hold is in it."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from datavolume.runs import RunFolder
@@ -18,24 +21,26 @@ from tests.trainer.support import tiny_config
 from trainer_service.engine import train as engine
 from trainer_service.runs import checkpoints
 
-README_PATH = '"runs/<id>/model.keras"'
+RUN_PATH = '"runs/<id>/'
 
 
-def readme_loading_lines() -> str:
-    """The Python block of the README's "Using the trained model" section."""
+def readme_loading_blocks() -> dict[str, str]:
+    """The Python block of the README's "Using the trained model" section, in its three parts
+    (each starts with its own import): keras, savedmodel, onnx."""
     section = (REPO_ROOT / "README.md").read_text().split("### Using the trained model", 1)[1]
     block = re.search(r"```python\n(.*?)```", section, re.S)
-    assert block and README_PATH in block[1], "the README no longer shows how to load a model"
-    return block[1]
+    assert block, "the README no longer shows how to load a model"
+    parts = re.split(r"\n\n(?=import )", block[1].strip())
+    assert len(parts) == 3 and all(RUN_PATH in part for part in parts), parts
+    return dict(zip(("keras", "savedmodel", "onnx"), parts, strict=True))
 
 
-#: The README's lines, with the run's file for its path; then a prediction.
-LOAD = readme_loading_lines().replace(README_PATH, "sys.argv[1]") + (
-    "import json, numpy as np\n"
-    "images = np.zeros((2, 64, 64, 3), dtype='uint8')\n"
-    "optimizer = type(model.optimizer).__name__ if model.optimizer else None\n"
-    "shape = list(model.predict(images, verbose=0).shape)\n"
-    "print(json.dumps({'shape': shape, 'optimizer': optimizer}))\n"
+#: Before each part: the images; after it: what it computed.
+BEFORE = "import sys\nimport numpy as np\nimages = np.load(sys.argv[2])\n"
+AFTER = (
+    "\nimport json\n"
+    "optimizer = type(model.optimizer).__name__ if 'model' in dir() and model.optimizer else None\n"
+    "print(json.dumps({'logits': np.asarray(logits).tolist(), 'optimizer': optimizer}))\n"
 )
 
 
@@ -43,26 +48,41 @@ LOAD = readme_loading_lines().replace(README_PATH, "sys.argv[1]") + (
 def run_folder(tmp_path_factory, toy_dataset_dir):
     data_root = toy_dataset_dir.parent.parent
     paths = RunFolder(tmp_path_factory.mktemp("saved") / "run")
-    engine.train(tiny_config(epochs=1), paths.root, data_root, LocalContext())
+    config = tiny_config(epochs=1, crop_padding=2, export_savedmodel=True, export_onnx=True)
+    engine.train(config, paths.root, data_root, LocalContext())
     return paths
 
 
-def load_in_a_fresh_interpreter(path) -> dict:
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    path = tmp_path_factory.mktemp("images") / "images.npy"
+    np.save(path, np.random.default_rng(3).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8))
+    return path
+
+
+def run_readme_part(part: str, run_dir, images, file: str | None = None) -> dict:
+    """The README's ``part`` in a fresh interpreter, on this run (or another file of it)."""
+    code = readme_loading_blocks()[part].replace(RUN_PATH, f'"{run_dir}/')
+    if file is not None:
+        code = code.replace(f'"{run_dir}/model.keras"', f'"{file}"')
     env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
     done = subprocess.run(
-        [sys.executable, "-c", "import sys\n" + LOAD, str(path)],
+        [sys.executable, "-c", BEFORE + code + AFTER, "-", str(images)],
         env=env, capture_output=True, text=True, timeout=300, cwd="/",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def test_the_exported_model_loads_with_one_import(run_folder):
-    out = load_in_a_fresh_interpreter(run_folder.model)
-    assert out["shape"] == [2, 4]
+def test_the_model_and_its_exports_load_and_agree(run_folder, images):
+    keras = run_readme_part("keras", run_folder.root, images)
+    assert np.array(keras["logits"]).shape == (2, 4)
+    for part in ("savedmodel", "onnx"):
+        exported = run_readme_part(part, run_folder.root, images)
+        np.testing.assert_allclose(exported["logits"], keras["logits"], atol=1e-4, rtol=0)
 
 
-def test_a_checkpoint_loads_with_its_optimizer(run_folder):
+def test_a_checkpoint_loads_with_its_optimizer(run_folder, images):
     (epoch_file,) = checkpoints.epoch_files(run_folder).values()
-    out = load_in_a_fresh_interpreter(epoch_file)
-    assert out["shape"] == [2, 4] and out["optimizer"] == "SGD"
+    out = run_readme_part("keras", run_folder.root, images, file=str(epoch_file))
+    assert np.array(out["logits"]).shape == (2, 4) and out["optimizer"] == "SGD"

@@ -5,7 +5,9 @@ volume, marks runs whose worker is gone as ``interrupted``, and starts the runne
 at a time (``max_concurrent_jobs``), the others wait in a FIFO queue; each run trains in its own
 worker process (``python -m jobkit.worker ... trainer_service.jobs:run_training``) with this
 app's settings and ``KERAS_BACKEND`` in its environment. Shutdown stops the runner (running
-workers get SIGTERM, save a checkpoint and end as interrupted).
+workers get SIGTERM, save a checkpoint and end as interrupted). ``POST /v1/runs/{id}/predict``
+takes image uploads (multipart, up to ``predict_max_bytes``) and classifies them in a process of
+its own, one at a time, on the CPU.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from jobkit.service import create_service_app
-from trainer_service.api import recipes, report, runs
+from trainer_service.api import predict, recipes, report, runs
 from trainer_service.jobs import JOB_KIND, JOB_TARGET
 from trainer_service.settings import Settings, get_settings
 
@@ -30,6 +32,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         routers=[runs.router, runs.jobs_router, recipes.router, report.router],
         folders=lambda s: (s.volume.runs,),
         running_noun="run(s) training",
+        upload_routers=[predict.router],
+        upload_limit=lambda s: s.predict_max_bytes,
     )
 
 

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from jobkit.models import JobPublic
-from trainer_service.runs.resume import CHECKPOINT_NAME_PATTERN
+from trainer_service.runs.checkpoints import CHECKPOINT_NAME_PATTERN
 
 
 class CheckpointInfo(BaseModel):
@@ -42,6 +42,14 @@ class RunPublic(JobPublic):
     run_dir: str = Field(..., description="The run folder, relative to the data root.")
     training: TrainingStatus = Field(default_factory=TrainingStatus)
     checkpoints: list[CheckpointInfo] = Field(default_factory=list)
+    exports: dict[str, str] = Field(
+        default_factory=dict,
+        description='The final model\'s files by format ("keras", "savedmodel", "onnx"), '
+        "relative to the data root; present once the run has written them.",
+    )
+    model_card: str | None = Field(
+        None, description="The run's MODEL.md (relative to the data root), once written."
+    )
 
 
 class RunList(BaseModel):
@@ -70,3 +78,25 @@ class RecipePublic(BaseModel):
 class RecipeList(BaseModel):
     default: str = Field(..., description="The recipe of a run that names none.")
     items: list[RecipePublic]
+
+
+class PredictedClass(BaseModel):
+    index: int = Field(..., description="The model's output index.")
+    wnid: str
+    words: str = Field(..., description="The class's names from words.txt.")
+    probability: float = Field(..., description="Softmax of the logits.")
+
+
+class ImagePrediction(BaseModel):
+    image: str = Field(..., description="The file's name, as sent (reduced to a base name).")
+    top: list[PredictedClass] | None = Field(
+        None, description="The most probable classes, most probable first."
+    )
+    error: str | None = Field(None, description="Why the file was not classified.")
+
+
+class Prediction(BaseModel):
+    run: str
+    checkpoint: str = Field(..., description="The file that classified the images.")
+    tta_flip: bool = Field(..., description="Logits averaged with the mirror image's.")
+    items: list[ImagePrediction] = Field(..., description="One per file, in the order sent.")

@@ -4,6 +4,7 @@ The trainer writes it (every file through ``datavolume.files``: temp file, then 
 trainer's API and TensorBoard read it, and people open it::
 
     config.json                    the run's configuration, every value resolved
+    dataset.json                   the dataset version the run reads, and its classes in order
     history.csv, history.json      one row per completed epoch (train/val metrics, LR, time)
     history.png                    loss and top-1/top-5 curves, redrawn each epoch
     checkpoints/epoch-0003.keras   the full model after 3 completed epochs (+ optimizer state)
@@ -13,7 +14,9 @@ trainer's API and TensorBoard read it, and people open it::
     checkpoints/latest.json        what a resume starts from: {epoch, step, file, partial, ...}
     tensorboard/train, /validation TensorBoard event files (epoch scalars)
     model.keras                    the final model (uint8 images in, logits out)
-    savedmodel/                    the same as a TF SavedModel (TensorFlow backend only)
+    savedmodel/                    the same as a TF SavedModel (signature ``serve``)
+    model.onnx                     the same as an ONNX model
+    model_card.json, MODEL.md      what the model is, what it was trained on, how well it did
     predictions.txt                test predictions, "test_<i>.JPEG <wnid>" per line
     evaluation.json                val loss/top-1/top-5 of the checkpoint the predictions used
 
@@ -86,6 +89,27 @@ class RunFolder:
         return self.root / "savedmodel"
 
     @property
+    def savedmodel_temp(self) -> Path:
+        """Where a SavedModel is written before it is renamed to :attr:`savedmodel`."""
+        return self.root / f".{self.savedmodel.name}.tmp"
+
+    @property
+    def onnx(self) -> Path:
+        return self.root / "model.onnx"
+
+    @property
+    def dataset_record(self) -> Path:
+        return self.root / "dataset.json"
+
+    @property
+    def card_json(self) -> Path:
+        return self.root / "model_card.json"
+
+    @property
+    def card_markdown(self) -> Path:
+        return self.root / "MODEL.md"
+
+    @property
     def predictions(self) -> Path:
         return self.root / "predictions.txt"
 
@@ -105,7 +129,7 @@ class RunFolder:
         """Delete what a write cut short left (temp files, a half-exported SavedModel); the
         checkpoints and every complete file stay. Returns what was removed."""
         removed = [*remove_temporaries(self.root), *remove_temporaries(self.checkpoints)]
-        partial_export = self.root / f".{self.savedmodel.name}.tmp"
+        partial_export = self.savedmodel_temp
         if partial_export.is_dir():
             shutil.rmtree(partial_export, ignore_errors=True)
             removed.append(partial_export.name)

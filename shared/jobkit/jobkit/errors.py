@@ -107,3 +107,10 @@ def is_out_of_space(exc: BaseException) -> bool:
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return True
     return _FULL_MESSAGE.search(str(exc)) is not None
+
+
+def summary_line(text: str, limit: int = 300) -> str:
+    """The first non-empty line of an error message, cut at ``limit`` characters: what a job's
+    readable reason quotes of a library's (often many-line) message."""
+    line = next((s.strip() for s in text.strip().splitlines() if s.strip()), "")
+    return line if len(line) <= limit else line[:limit] + "..."

@@ -14,19 +14,18 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
 
+from datavolume.datasets import ReadyDataset
 from datavolume.files import atomic_write_json
 from datavolume.layout import DataRoot, OutsideRoot
 from datavolume.runs import RunFolder
 from jobkit.context import LocalContext
-from jobkit.errors import JobFailed, is_out_of_memory
+from jobkit.errors import JobFailed, is_out_of_memory, summary_line
 from shard_format.preprocess import Preprocess
 from trainer_service.engine.callbacks import RunRecorder, StopOnRequest, optimizer_step
 from trainer_service.engine.data import (
@@ -39,11 +38,14 @@ from trainer_service.engine.evaluate import loss, metrics, predict_and_evaluate
 from trainer_service.engine.objective import TrainingModel
 from trainer_service.engine.runtime import Runtime, resolve_runtime
 from trainer_service.engine.schedule import schedule_for
+from trainer_service.inference.card import write_model_card
+from trainer_service.inference.export import export_in_subprocess
 from trainer_service.model.augment import Augment
 from trainer_service.model.resnet import build_resnet
 from trainer_service.runs import checkpoints, resume
 from trainer_service.runs.checkpoints import atomic_save_model
 from trainer_service.runs.config import TrainConfig
+from trainer_service.runs.dataset import record_dataset
 from trainer_service.runs.history import read_history
 
 
@@ -65,6 +67,7 @@ def train(
         run.remove_temporaries()  # left by a worker killed mid-write
         atomic_write_json(run.config, config.model_dump(mode="json"))
         folder, metadata = load_dataset(root, config.dataset)
+        record_dataset(run, root, ReadyDataset(folder, metadata))  # the version this run reads
         try:
             start = resume.start_point(run)  # None: a new run
         except resume.CannotResume as exc:
@@ -153,7 +156,14 @@ def train(
             checkpoint={"checkpoint": run.best.name, "epoch": best["epoch"] if best else None},
             tta_flip=config.tta_flip,
         )
-        return {**result, "predictions": run.predictions.name, "stopped": False}
+        exports = {name: result[name] for name in ("savedmodel", "onnx")}
+        write_model_card(run, exports, keras.backend.backend())
+        return {
+            **result,
+            "predictions": run.predictions.name,
+            "model_card": run.card_json.name,
+            "stopped": False,
+        }
     except Exception as exc:
         run.remove_temporaries()  # the checkpoints stay: a resume continues from them
         if isinstance(exc, JobFailed):
@@ -166,7 +176,7 @@ def train(
             raise
         raise JobFailed(
             f"out of memory on {runtime.device} (batch_size {config.batch_size}, "
-            f"width {config.width}, {runtime.dtype_policy}): {_first_line(str(exc))}; "
+            f"width {config.width}, {runtime.dtype_policy}): {summary_line(str(exc))}; "
             "try a smaller batch_size or width",
             "out_of_memory",
         ) from exc
@@ -316,23 +326,19 @@ def warm_start(model: keras.Model, root: DataRoot, relative: str) -> dict[str, A
 
 
 def export_final(model: keras.Model, run: RunFolder, config: TrainConfig, log) -> dict[str, Any]:
-    """Save model.keras and, on the TensorFlow backend, a SavedModel (best effort)."""
+    """Save model.keras, then the SavedModel and ONNX exports the config asks for, made from it
+    by :mod:`trainer_service.inference.export` in a process of its own (best effort: the .keras
+    file is the export that matters; a failed one is logged and reported as None)."""
     atomic_save_model(model, run.model)
-    out: dict[str, Any] = {"model": run.model.name, "savedmodel": None}
-    if config.export_savedmodel and keras.backend.backend() == "tensorflow":
-        tmp = run.root / f".{run.savedmodel.name}.tmp"  # RunFolder.remove_temporaries knows it
-        shutil.rmtree(tmp, ignore_errors=True)
-        try:
-            model.export(str(tmp), format="tf_saved_model", verbose=False)
-            shutil.rmtree(run.savedmodel, ignore_errors=True)
-            os.replace(tmp, run.savedmodel)
-            out["savedmodel"] = run.savedmodel.name
-        except Exception as exc:  # the .keras file is the export that matters
-            shutil.rmtree(tmp, ignore_errors=True)
-            log.warning("SavedModel export failed: %s", _first_line(str(exc)))
+    formats = tuple(
+        name
+        for name, wanted in (("savedmodel", config.export_savedmodel), ("onnx", config.export_onnx))
+        if wanted
+    )
+    out: dict[str, Any] = {"model": run.model.name, "savedmodel": None, "onnx": None}
+    if formats:
+        exported = export_in_subprocess(run, formats)
+        for name, error in exported.pop("errors", {}).items():
+            log.warning("%s export failed: %s", name, error)
+        out.update({name: exported.get(name) for name in formats})
     return out
-
-
-def _first_line(text: str, limit: int = 300) -> str:
-    line = next((s for s in text.strip().splitlines() if s.strip()), "")
-    return line if len(line) <= limit else line[:limit] + "..."

@@ -175,6 +175,26 @@ def list_checkpoints(run: RunFolder) -> list[dict[str, Any]]:
     return items
 
 
+#: The name of a run's final model (``model.keras``) where a checkpoint name is asked for.
+FINAL = "final"
+_NAMES = r"best|latest|\d{1,9}|epoch-\d{4,9}\.keras"
+#: What a client may name as a checkpoint: "latest", "best", an epoch number or an epoch
+#: checkpoint's file name (at most 9 digits: no epoch count comes near, and Python's int()
+#: refuses very long digit strings with an error of its own); :func:`resolve` finds it.
+CHECKPOINT_NAME_PATTERN = rf"^({_NAMES})$"
+#: The same, or "final" for the run's model.keras (:func:`resolve_model`).
+MODEL_NAME_PATTERN = rf"^({FINAL}|{_NAMES})$"
+
+
+def resolve_model(run: RunFolder, name: str) -> Path:
+    """Like :func:`resolve`, and "final" names the run's ``model.keras``."""
+    if name == FINAL:
+        if not run.model.is_file():
+            raise FileNotFoundError(f"run {run.root.name} has no final model yet")
+        return run.model
+    return resolve(run, name)
+
+
 def resolve(run: RunFolder, name: str) -> Path:
     """A checkpoint of the run by name: "best", "latest", "epoch-0003.keras" or "3".
 

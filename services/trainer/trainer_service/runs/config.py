@@ -215,7 +215,10 @@ class TrainConfig(BaseModel):
         "auto", description="Cache decoded images in memory; auto: when they fit."
     )
     export_savedmodel: bool = Field(
-        True, description="Also export a TF SavedModel (TensorFlow backend only)."
+        True, description="At the end, also export a TF SavedModel (savedmodel/), on any backend."
+    )
+    export_onnx: bool = Field(
+        True, description="At the end, also export an ONNX model (model.onnx), on any backend."
     )
 
     @model_validator(mode="before")

@@ -115,7 +115,15 @@ def run_public(job: JobPublic, root: DataRoot) -> RunPublic:
         run_dir=root.relative(run.root),
         training=training_status(job, run),
         checkpoints=[CheckpointInfo(**c) for c in checkpoints.list_checkpoints(run)],
+        exports=exports(run, root),
+        model_card=root.relative(run.card_markdown) if run.card_markdown.is_file() else None,
     )
+
+
+def exports(run: RunFolder, root: DataRoot) -> dict[str, str]:
+    """The final model's files that exist, by format, relative to the data root."""
+    files = {"keras": run.model, "savedmodel": run.savedmodel, "onnx": run.onnx}
+    return {name: root.relative(path) for name, path in files.items() if path.exists()}
 
 
 # -- resuming --------------------------------------------------------------------------------

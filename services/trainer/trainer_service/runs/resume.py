@@ -39,10 +39,6 @@ from trainer_service.runs.checkpoints import (
 )
 from trainer_service.runs.history import truncate_history
 
-#: What a client may name: "latest", "best", an epoch number or an epoch checkpoint's file name
-#: (at most 9 digits: no epoch count comes near, and Python's int() refuses very long digit
-#: strings with an error of its own).
-CHECKPOINT_NAME_PATTERN = r"^(best|latest|\d{1,9}|epoch-\d{4,9}\.keras)$"
 _EPOCH_FILE = re.compile(r"^epoch-(\d{4,9})\.keras$")
 
 
