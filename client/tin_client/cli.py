@@ -3,6 +3,7 @@
     tin prepare --synthetic --classes 10 --name syn --wait
     tin train syn --epochs 4 --width half --follow
     tin runs; tin history RUN_ID; tin logs RUN_ID --follow; tin cancel RUN_ID; tin resume RUN_ID
+    tin predict RUN_ID photo.jpg photos/
 
 Exit status: 0 on success; 1 when the job followed fails, is cancelled or interrupted (its reason
 printed); 2 when a call is refused (the problem's title, detail and invalid fields printed) or a
@@ -12,7 +13,9 @@ service cannot be reached; 130 when Ctrl-C detaches from a job (the job keeps ru
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
@@ -24,6 +27,7 @@ from tin_client.client import (
     DATASET_URL_ENV,
     DEFAULT_DATASET_URL,
     DEFAULT_TRAINER_URL,
+    PREDICT_CHUNK,
     TOKEN_ENV,
     TRAINER_URL_ENV,
     DatasetClient,
@@ -391,6 +395,76 @@ def history(
     }
     columns["learning_rate"] = lambda r: f"{r.get('learning_rate', 0):.3g}"
     _table(rows, columns)
+
+
+def _read_images(arguments: list[str]) -> list[tuple[str, bytes | str]]:
+    """(name, bytes) per image argument: a file, each file of a folder (sorted, hidden ones
+    left out), or "-" for standard input; (name, error message) for a path that cannot be
+    read."""
+    found: list[tuple[str, bytes | str]] = []
+    for argument in arguments:
+        if argument == "-":
+            found.append(("stdin", sys.stdin.buffer.read()))
+            continue
+        path = Path(argument)
+        paths = (
+            sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+            if path.is_dir()
+            else [path]
+        )
+        for item in paths:
+            try:
+                found.append((item.name, item.read_bytes()))
+            except OSError as exc:
+                found.append((str(item), exc.strerror or str(exc)))
+    return found
+
+
+@app.command()
+def predict(
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Argument(help="A run id.")],
+    images: Annotated[
+        list[str], typer.Argument(help="Image files, folders (their files) or - (stdin).")
+    ],
+    checkpoint: Annotated[
+        str | None,
+        typer.Option(help='"best" (default), "latest", "final", an epoch or a file name.'),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the answers as JSON.")] = False,
+    chunk: Annotated[
+        int, typer.Option(min=1, help="Images per request (the service's limit: 16 by default).")
+    ] = PREDICT_CHUNK,
+) -> None:
+    """Classify images with a run's checkpoint: the top-5 classes of each (wnid, words,
+    probability). Any image format and size; exit 1 if some file could not be classified."""
+    found = _read_images(images)
+    if not found:
+        raise Exit(2, "no image files given")
+    # A path that could not be read is answered here; the others go in requests of ``chunk``.
+    items = [{"image": name, "error": data} if isinstance(data, str) else None
+             for name, data in found]  # fmt: skip
+    todo = [i for i, item in enumerate(items) if item is None]
+    answer: dict[str, Any] = {}
+    with _clients(ctx).trainer() as client:
+        for start in range(0, len(todo), chunk):
+            batch = todo[start : start + chunk]
+            answer = client.predict(run_id, [found[i] for i in batch], checkpoint)
+            for i, item in zip(batch, answer["items"], strict=True):
+                items[i] = item
+    if as_json:
+        _print_json({**{k: v for k, v in answer.items() if k != "items"}, "items": items})
+    else:
+        for item in items:
+            console.print(item["image"], markup=False)
+            if item.get("error"):
+                console.print(f"  error: {item['error']}", markup=False)
+            for top in item.get("top") or []:
+                console.print(
+                    f"  {top['probability']:7.2%}  {top['wnid']}  {top['words']}", markup=False
+                )
+    if any(item.get("error") for item in items):
+        raise Exit(1)
 
 
 @app.command()

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import httpx
 
-from tin_client.errors import ApiError
+from tin_client.errors import ApiError, retry_after_s
 
 #: Where ``docker compose up`` publishes the services (its default ports, on loopback).
 DEFAULT_DATASET_URL = "http://127.0.0.1:8001"
@@ -31,17 +31,12 @@ DATASET_URL_ENV, TRAINER_URL_ENV, TOKEN_ENV = "TIN_DATASET_URL", "TIN_TRAINER_UR
 TERMINAL = frozenset({"succeeded", "failed", "cancelled", "interrupted"})
 #: Poll interval when an answer carries no ``Retry-After``.
 DEFAULT_POLL_S = 2.0
+#: A predict call waits for the service's predict slot and process (its own limits end it).
+PREDICT_TIMEOUT_S = 900.0
+#: Images per predict request (the service's default ``predict_max_images``).
+PREDICT_CHUNK = 16
 
 Job = dict[str, Any]
-
-
-def retry_after_s(response: httpx.Response) -> float | None:
-    """``Retry-After`` in seconds (the services send delta-seconds), or None."""
-    value = response.headers.get("Retry-After")
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None
 
 
 class ServiceClient:
@@ -204,6 +199,34 @@ class TrainerClient(ServiceClient):
 
     def checkpoints(self, run_id: str) -> list[dict[str, Any]]:
         return self.request("GET", f"/v1/runs/{run_id}/checkpoints").json()
+
+    def predict(
+        self,
+        run_id: str,
+        images: Sequence[tuple[str, bytes]],
+        checkpoint: str | None = None,
+        *,
+        busy_retries: int = 3,
+    ) -> dict[str, Any]:
+        """``POST /v1/runs/{id}/predict``: ``images`` as (file name, bytes) pairs; the answer
+        has one item per image, in order, with its ``top`` classes or its ``error``. A 429 (the
+        service's predict slot busy) is retried ``busy_retries`` times after its Retry-After."""
+        files = [("images", (name, data, "application/octet-stream")) for name, data in images]
+        params = {"checkpoint": checkpoint} if checkpoint else {}
+        for attempt in range(busy_retries + 1):
+            try:
+                return self.request(
+                    "POST",
+                    f"/v1/runs/{run_id}/predict",
+                    files=files,
+                    params=params,
+                    timeout=PREDICT_TIMEOUT_S,
+                ).json()
+            except ApiError as exc:
+                if exc.status != 429 or attempt == busy_retries:
+                    raise
+                self._sleep(exc.retry_after_s or DEFAULT_POLL_S)
+        raise AssertionError("unreachable")
 
     def recipes(self) -> dict[str, Any]:
         """``GET /v1/recipes``: ``{"default": name, "items": [{name, summary, values}]}``."""

@@ -7,12 +7,30 @@ from typing import Any
 import httpx
 
 
+def retry_after_s(response: httpx.Response) -> float | None:
+    """``Retry-After`` in seconds (the services send delta-seconds), or None."""
+    value = response.headers.get("Retry-After")
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
 class ApiError(Exception):
     """A 4xx/5xx answer. ``status``, ``title``, ``detail``, ``type`` come from the problem body
-    (``application/problem+json``); ``invalid_fields`` from its ``errors`` list (422)."""
+    (``application/problem+json``); ``invalid_fields`` from its ``errors`` list (422);
+    ``retry_after_s`` from its ``Retry-After`` header (429, 503)."""
 
-    def __init__(self, status: int, body: dict[str, Any], method: str = "", url: str = ""):
+    def __init__(
+        self,
+        status: int,
+        body: dict[str, Any],
+        method: str = "",
+        url: str = "",
+        retry_after_s: float | None = None,
+    ):
         self.status = status
+        self.retry_after_s = retry_after_s
         self.body = body
         self.title: str = body.get("title") or httpx.codes.get_reason_phrase(status)
         self.detail: str | None = body.get("detail")
@@ -32,4 +50,6 @@ class ApiError(Exception):
         if not isinstance(body, dict):
             body = {"detail": str(body)[:500]}
         request = response.request
-        return cls(response.status_code, body, request.method, str(request.url))
+        return cls(
+            response.status_code, body, request.method, str(request.url), retry_after_s(response)
+        )

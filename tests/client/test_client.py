@@ -120,3 +120,41 @@ def test_a_non_json_error_still_carries_its_status():
     with trainer, pytest.raises(ApiError) as caught:
         trainer.list()
     assert caught.value.status == 502 and caught.value.detail == "bad gateway"
+
+
+def test_predict_uploads_the_images_and_retries_a_busy_predictor():
+    answers = iter([
+        httpx.Response(429, headers={"Retry-After": "7"},
+                       json={"title": "Predictor busy", "status": 429, "detail": "busy"}),
+        httpx.Response(200, json={"run": "r1", "items": [{"image": "a.png"}, {"image": "b"}]}),
+    ])  # fmt: skip
+    seen = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return next(answers)
+
+    sleeps = Sleeps()
+    images = [("a.png", b"\x89PNG..."), ("b", b"bytes of b")]
+    with TrainerClient("http://trainer", "", transport=httpx.MockTransport(handler),
+                       sleep=sleeps) as trainer:  # fmt: skip
+        answer = trainer.predict("r1", images, checkpoint="final")
+    assert [item["image"] for item in answer["items"]] == ["a.png", "b"]
+    assert sleeps == [7.0] and len(seen) == 2
+    request = seen[-1]
+    assert request.url.path == "/v1/runs/r1/predict" and request.url.params["checkpoint"] == "final"
+    body = request.read()
+    assert request.headers["content-type"].startswith("multipart/form-data")
+    assert body.count(b'name="images"') == 2 and b'filename="a.png"' in body
+    assert b"bytes of b" in body
+
+
+def test_predict_gives_up_on_a_predictor_that_stays_busy():
+    def busy(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(429, json={"title": "Predictor busy", "status": 429})
+
+    sleeps = Sleeps()
+    trainer = TrainerClient("http://trainer", "", transport=httpx.MockTransport(busy), sleep=sleeps)
+    with trainer, pytest.raises(ApiError) as refused:
+        trainer.predict("r1", [("a", b"x")], busy_retries=2)
+    assert refused.value.status == 429 and sleeps == [2.0, 2.0]  # no Retry-After: the default
