@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{s.name} service: {s.url}  (docs: {s.url}/docs, log: {s.log_path})")
         out = run_pipeline(services, args)
     run = out["run"]
-    run_dir = Path((run.get("result") or {}).get("run_dir", data_root / "runs" / run["id"]))
+    run_dir = data_root / run["run_dir"]  # relative to the data root
     last = out["history"][-1] if out["history"] else {}
     print("\nDone.")
     print(
@@ -257,6 +257,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  checkpoints:  {run_dir / 'checkpoints'}")
     print(f"  history:      {run_dir / 'history.csv'} and history.json")
     print(f"  predictions:  {run_dir / 'predictions.txt'}")
+    exports = ", ".join(Path(path).name for path in run.get("exports", {}).values())
+    print(f"  model:        {run_dir} ({exports}); model card: {run_dir / 'MODEL.md'}")
+    print(
+        f"  classify:     python -m trainer_service.inference.classify --data-root {data_root} "
+        f"--run {run['id']} IMAGE..."
+    )
     print(f"  TensorBoard:  tensorboard --logdir {run_dir / 'tensorboard'}")
     return 0
 

@@ -54,7 +54,11 @@ def test_prepare_train_and_collect_results(tmp_path, token):
     assert all(0.0 <= row["val_accuracy"] <= 1.0 for row in out["history"])
     assert len(out["checkpoints"]) >= 2
 
-    run_dir = tmp_path / "runs" / run["id"]
+    run_dir = tmp_path / run["run_dir"]
+    assert run["exports"] == {name: f"{run['run_dir']}/{file}" for name, file in
+                              (("keras", "model.keras"), ("savedmodel", "savedmodel"),
+                               ("onnx", "model.onnx"))}  # fmt: skip
+    assert run["model_card"] == f"{run['run_dir']}/MODEL.md" and (run_dir / "MODEL.md").is_file()
     assert (run_dir / "history.csv").read_text().count("\n") == 3  # header + 2 epochs
     assert list((run_dir / "tensorboard").rglob("events.out.tfevents.*"))
     predictions = (run_dir / "predictions.txt").read_text().splitlines()
