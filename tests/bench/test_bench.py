@@ -9,7 +9,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from bench import api_load, input_pipeline, run_all, sharding, train_step
+from bench import api_load, input_pipeline, predict, run_all, sharding, train_step
 from bench.common import (
     BENCHMARKS_MD,
     RunInfo,
@@ -80,7 +80,7 @@ def test_run_child_returns_the_result_and_memory(tmp_path):
 
 def test_run_all_arguments():
     args = run_all.build_parser().parse_args([])
-    assert args.only == ("sharding", "input", "train", "api", "recipe-step", "recipes")
+    assert args.only == ("sharding", "input", "train", "api", "recipe-step", "recipes", "predict")
     assert args.scale == 1.0 and args.repeats == 3
     assert args.fractions == (0.1, 0.25, 0.5, 1.0)
     assert args.widths == (32, 64)
@@ -282,3 +282,17 @@ def test_input_and_train_and_api_render():
     results = {1.0: [{api_load.BUSY: poll, api_load.IDLE: poll}]}
     text = api_load.render(data, results, INFO, args)
     assert "busy / idle p99 **1.00x**" in text and "| yes |" in text
+
+
+def test_predict_render():
+    latency = {
+        "tensorflow/half": {"1": [4.0, 5.0], "16": [6.0, 7.0], "peak_rss": [500 * 2**20] * 2},
+        "jax/full": {"1": [3.0, 3.0], "16": [4.0, 4.0], "peak_rss": [700 * 2**20] * 2},
+    }
+    disturbance = {"rates": {"alone": [100.0, 100.0], "beside predictions": [80.0, 80.0]},
+                   "predictions": 12}  # fmt: skip
+    args = run_all.build_parser().parse_args(["--repeats", "2"])
+    text = predict.render(latency, disturbance, INFO, args)
+    assert "| tensorflow | half | 4.5 (4.0..5.0) | 6.5 (6.0..7.0) | 500 (500..500) |" in text
+    assert "| jax | full | 3.0 (3.0..3.0) | 4.0 (4.0..4.0) | 700 (700..700) |" in text
+    assert "| beside predictions back to back (12 in all) | 80.0 (80.0..80.0) | 0.80x |" in text
