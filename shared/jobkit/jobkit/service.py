@@ -214,8 +214,8 @@ _PUBLIC = {"/healthz", "/readyz"}
 def problem_openapi(app: FastAPI) -> dict:
     """The OpenAPI document as the service answers: every 4xx/5xx is ``application/problem+json``
     (FastAPI would say ``application/json`` for its 422s), 401 and 503 (the job store busy) on
-    every route behind the token, 413 and 422 on every route that takes a body, 400 (a body that
-    does not parse) and 415 on those that take JSON, and 429 (the queue full) and 507 (the volume
+    every route behind the token, 400 (a body that does not parse), 413 and 422 on every route
+    that takes a body, 415 on those that take JSON, and 429 (the queue full) and 507 (the volume
     full) on every POST that is not an upload."""
     if app.openapi_schema:
         return app.openapi_schema
@@ -236,10 +236,11 @@ def problem_openapi(app: FastAPI) -> dict:
             body = operation.get("requestBody", {}).get("content", {})
             json_body = not body or "application/json" in body  # not an upload
             if body:
+                form = "JSON" if json_body else "multipart form data"
+                responses.setdefault("400", {"description": f"The body does not parse as {form}"})
                 responses.setdefault("413", {"description": "The body is too large"})
                 responses.setdefault("422", {"description": "Invalid request"})
             if body and json_body:
-                responses.setdefault("400", {"description": "The body does not parse as JSON"})
                 responses.setdefault("415", {"description": "The body is not JSON"})
             if method == "post" and path not in _PUBLIC and json_body:  # the routes that queue
                 responses.setdefault("429", {"description": "Too many jobs queued: retry later"})
