@@ -39,7 +39,8 @@ _NOT_SEEDED = {METADATA_FILE}
 class DatasetUnavailable(Exception):
     """Dataset ``name`` cannot be read; ``slug`` names why (a problem type for the APIs):
     ``dataset-not-found`` (absent, or still being written), ``dataset-schema-version``
-    (written by another schema version), ``dataset-unusable`` (unreadable metadata)."""
+    (written by another schema version), ``dataset-unusable`` (unreadable metadata),
+    ``dataset-version-removed`` (a version asked for by its folder is gone)."""
 
     def __init__(self, message: str, slug: str) -> None:
         super().__init__(message)
@@ -54,16 +55,29 @@ class ReadyDataset:
     metadata: DatasetMetadata
 
 
-def open_dataset(root: DataRoot, name: str) -> ReadyDataset:
+def open_dataset(root: DataRoot, name: str, folder: str | None = None) -> ReadyDataset:
     """Dataset ``name`` if it is ready, else :class:`DatasetUnavailable`.
 
     The link is resolved once: a new version published later does not change what the caller
-    reads (a run keeps the version it began with).
+    reads. ``folder`` (relative to the data root, as ``ReadyDataset.folder`` was when a reader
+    recorded it) opens that version instead of the current one: a run keeps the version it
+    began with, across resumes, while the volume keeps it (``dataset-version-removed`` once
+    pruned).
     """
-    link = root.dataset(name)
-    folder = link.resolve() if link.exists() else link
+    if folder is not None:
+        path = root.path / folder
+        if not path.is_dir():
+            raise DatasetUnavailable(
+                f"the version {Path(folder).name!r} of {name!r} is no longer on the volume "
+                "(a dataset keeps its current and its previous version)",
+                "dataset-version-removed",
+            )
+        folder_path = path.resolve()
+    else:
+        link = root.dataset(name)
+        folder_path = link.resolve() if link.exists() else link
     try:
-        metadata = load_metadata(folder)
+        metadata = load_metadata(folder_path)
     except FileNotFoundError:
         raise DatasetUnavailable(
             f"no prepared dataset {name!r} (absent, or still being written)", "dataset-not-found"
@@ -79,7 +93,7 @@ def open_dataset(root: DataRoot, name: str) -> ReadyDataset:
             f"the metadata in {name!r} names another dataset ({metadata.name!r})",
             "dataset-unusable",
         )
-    return ReadyDataset(folder, metadata)
+    return ReadyDataset(folder_path, metadata)
 
 
 def dataset_names(root: DataRoot) -> list[str]:

@@ -18,11 +18,13 @@ from trainer_service.runs.config import TrainConfig
 from trainer_service.runs.dataset import usable_dataset
 
 
-def load_dataset(root: DataRoot, name: str) -> tuple[Path, DatasetMetadata]:
+def load_dataset(
+    root: DataRoot, name: str, folder: str | None = None
+) -> tuple[Path, DatasetMetadata]:
     """:func:`trainer_service.runs.dataset.usable_dataset` (its version folder and metadata),
     failing the run as invalid input."""
     try:
-        dataset = usable_dataset(root, name)
+        dataset = usable_dataset(root, name, folder)
     except DatasetUnavailable as exc:
         raise JobFailed(exc.message, "invalid_input") from None
     return dataset.folder, dataset.metadata
