@@ -148,7 +148,7 @@ def child_train(data_root: str, run_dir: str, fields: dict) -> dict:
 
 def measure(args) -> dict[str, dict[str, list[dict]]]:
     base = {"width": args.recipe_width, "levels": args.recipe_levels, "export_savedmodel": False,
-            "keep_checkpoints": 1, "dataset": DATASET}  # fmt: skip
+            "export_onnx": False, "keep_checkpoints": 1, "dataset": DATASET}  # fmt: skip
     sets = {
         variant: ensure_set(args.work_dir, RecipeDataSpec(variant=variant))
         for variant in ("shift", "mirror")

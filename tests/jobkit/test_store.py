@@ -288,3 +288,16 @@ def test_store_shared_across_processes(store: JobStore) -> None:
     subprocess.run([sys.executable, "-c", code, str(store.db_path), job.id], check=True)
     got = store.get(job.id)
     assert got.phase == "p" and got.progress.done == 3 and got.progress.percent == 100.0
+
+
+def test_list_filters_by_state_and_by_a_tag_of_the_request(store: JobStore) -> None:
+    a = store.create("k", {"tags": ["baseline", "half"]})
+    b = store.create("k", {"tags": ["half"]})
+    c = store.create("k", {"tags": []})
+    d = store.create("k", {"other": "no tags at all"})
+    store.finish(b.id, JobState.FAILED)
+    assert [j.id for j in store.list(tag="half")] == [b.id, a.id]  # newest first
+    assert [j.id for j in store.list(tag="baseline")] == [a.id]
+    assert [j.id for j in store.list(tag="half", state="queued")] == [a.id]
+    assert store.list(tag="hal") == [] and store.list(tag="%") == []
+    assert {j.id for j in store.list()} == {a.id, b.id, c.id, d.id}

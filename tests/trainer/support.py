@@ -14,7 +14,8 @@ TOY_VAL_PER_CLASS = 8  # write_toy_dataset's default
 TOY_TEST_IMAGES = 8
 
 #: A ResNet small enough for CPU tests: width 8, one bottleneck in one level.
-TINY = {"dataset": TOY, "width": 8, "levels": [1], "batch_size": 16, "export_savedmodel": False}
+TINY = {"dataset": TOY, "width": 8, "levels": [1], "batch_size": 16, "export_savedmodel": False,
+        "export_onnx": False}  # fmt: skip
 
 
 def tiny_config(**overrides: Any):

@@ -142,6 +142,15 @@ def test_idempotency_key(api: Offline):
         ({"width": 512, "levels": [4, 6, 3, 2]}, "body.levels"),
         ({"batch_size": 100_000}, "body.batch_size"),
         ({"batch_size": 10_000}, "body.batch_size"),  # more than the toy's train split
+        ({"tags": ["has space"]}, "body.tags[0]"),
+        ({"tags": ["a", "a"]}, "body.tags"),
+        ({"tags": [f"t{i}" for i in range(17)]}, "body.tags"),
+        ({"name": ""}, "body.name"),
+        ({"name": "line\nbreak"}, "body.name"),
+        ({"early_stopping": {"patience": 0}}, "body.early_stopping.patience"),
+        ({"early_stopping": {"monitor": "loss"}}, "body.early_stopping.monitor"),
+        ({"max_runtime_min": 0}, "body.max_runtime_min"),
+        ({"time_budget_min": -1.0}, "body.time_budget_min"),
     ],
 )
 def test_invalid_config_is_a_422_naming_the_field(api: Offline, change, field):
@@ -382,3 +391,22 @@ def test_the_openapi_schema_documents_the_recipe_fields(api: Offline):
     for field in (*RECIPE_FIELDS, "recipe"):
         assert schema["properties"][field]["description"], field
     assert schema["properties"]["recipe"]["enum"] == list(RECIPES)
+
+
+def test_runs_have_names_and_tags_to_find_them_by(api: Offline):
+    first = api.post_run(name="baseline run", tags=["baseline", "half"])
+    second = api.post_run(tags=["half"], seed=1)
+    api.post_run(seed=2)
+    assert first["request"]["name"] == "baseline run" and first["request"]["tags"] == [
+        "baseline", "half"]  # fmt: skip
+
+    def listed(**params) -> list[str]:
+        response = api.client.get("/v1/runs", params=params)
+        assert response.status_code == 200, response.text
+        return [run["id"] for run in response.json()["items"]]
+
+    assert listed(tag="half") == [second["id"], first["id"]]  # newest first
+    assert listed(tag="baseline") == [first["id"]]
+    assert listed(tag="half", state="queued", limit=1) == [second["id"]]
+    assert listed(tag="nowhere") == []
+    problem(api.client.get("/v1/runs", params={"tag": "x" * 65}), 422)

@@ -50,6 +50,15 @@ def test_predictions_file_format(data_root, run_with_checkpoint, tmp_path):
     assert evaluation["val_images"] == TOY_CLASSES * TOY_VAL_PER_CLASS
     assert 0 <= evaluation["val_accuracy"] <= evaluation["val_top5_accuracy"] <= 1
     assert json.loads(out.evaluation.read_text()) == evaluation
+    # per class: the same images, so their per-class hits add up to the overall top-1
+    classes = evaluation["classes"]
+    rows = classes["per_class"]
+    assert [r["wnid"] for r in rows] == metadata.wnids()
+    assert sum(r["images"] for r in rows) == evaluation["val_images"]
+    hits = sum(r["top1"] * r["images"] for r in rows)
+    assert hits / evaluation["val_images"] == pytest.approx(evaluation["val_accuracy"], abs=1e-6)
+    assert classes["files"] == ["confusion.csv", "per_class.png"]
+    assert out.confusion.is_file() and out.per_class_png.is_file()
 
 
 def test_cli_for_a_runs_checkpoint(data_root, run_with_checkpoint, capsys):

@@ -34,6 +34,21 @@ class TrainingStatus(BaseModel):
     eta_s: float | None = Field(None, description="Seconds left for the whole run (estimate).")
     learning_rate: float | None = None
     last_epoch: dict[str, Any] | None = Field(None, description="The latest history row.")
+    budget: dict[str, Any] | None = Field(
+        None,
+        description="With time_budget_min, once the first epoch set it: {budget_min, "
+        "first_epoch_s, epochs}.",
+    )
+
+
+class RunDataset(BaseModel):
+    name: str
+    version: str | None = Field(None, description="The version folder the run reads.")
+    metadata_sha256: str | None = None
+    available: bool = Field(..., description="That version is still on the volume.")
+    current: bool = Field(
+        ..., description="It is still the dataset's current version (false: re-prepared since)."
+    )
 
 
 class RunPublic(JobPublic):
@@ -46,6 +61,9 @@ class RunPublic(JobPublic):
         default_factory=dict,
         description='The final model\'s files by format ("keras", "savedmodel", "onnx"), '
         "relative to the data root; present once the run has written them.",
+    )
+    dataset: RunDataset | None = Field(
+        None, description="The dataset version the run began with (it reads it to its end)."
     )
     model_card: str | None = Field(
         None, description="The run's MODEL.md (relative to the data root), once written."

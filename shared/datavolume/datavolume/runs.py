@@ -5,6 +5,7 @@ trainer's API and TensorBoard read it, and people open it::
 
     config.json                    the run's configuration, every value resolved
     dataset.json                   the dataset version the run reads, and its classes in order
+    budget.json                    with a time budget: the epochs it allows (set after epoch 1)
     history.csv, history.json      one row per completed epoch (train/val metrics, LR, time)
     history.png                    loss and top-1/top-5 curves, redrawn each epoch
     checkpoints/epoch-0003.keras   the full model after 3 completed epochs (+ optimizer state)
@@ -18,7 +19,9 @@ trainer's API and TensorBoard read it, and people open it::
     model.onnx                     the same as an ONNX model
     model_card.json, MODEL.md      what the model is, what it was trained on, how well it did
     predictions.txt                test predictions, "test_<i>.JPEG <wnid>" per line
-    evaluation.json                val loss/top-1/top-5 of the checkpoint the predictions used
+    evaluation.json                val loss/top-1/top-5 of the checkpoint the predictions used,
+                                   its top-1 per class and the classes it confuses most
+    confusion.csv, per_class.png   that checkpoint's val confusion matrix; its worst classes
 
 Imports neither TensorFlow nor Keras (the API process reads these files too).
 """
@@ -98,6 +101,10 @@ class RunFolder:
         return self.root / "model.onnx"
 
     @property
+    def budget(self) -> Path:
+        return self.root / "budget.json"
+
+    @property
     def dataset_record(self) -> Path:
         return self.root / "dataset.json"
 
@@ -116,6 +123,14 @@ class RunFolder:
     @property
     def evaluation(self) -> Path:
         return self.root / "evaluation.json"
+
+    @property
+    def confusion(self) -> Path:
+        return self.root / "confusion.csv"
+
+    @property
+    def per_class_png(self) -> Path:
+        return self.root / "per_class.png"
 
     def epoch_checkpoint(self, epoch: int) -> Path:
         """The checkpoint written after ``epoch`` completed epochs (1-based count)."""

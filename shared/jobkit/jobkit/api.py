@@ -128,7 +128,8 @@ def make_jobs_router(
     The noun in paths, problems and summaries is ``resource`` without its plural "s". Attach
     auth with ``app.include_router(router, dependencies=[...])``.
 
-    - ``GET  /v1/{resource}`` ``?state=&limit=100``: newest first
+    - ``GET  /v1/{resource}`` ``?state=&tag=&limit=100``: newest first (``tag``: the request's
+      ``tags`` list holds it)
     - ``GET  /v1/{resource}/{<noun>_id}``: the job (404 problem if unknown)
     - ``POST /v1/{resource}/{<noun>_id}/cancel``: 202 while it is stopping, 200 once cancelled,
       409 if it had already finished
@@ -148,9 +149,13 @@ def make_jobs_router(
         store: Store,
         present: Present,
         state: JobState | None = None,
+        tag: Annotated[
+            str | None, Query(max_length=64, description="Only jobs whose request has this tag.")
+        ] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> BaseModel:
-        return list_model(items=[present(job) for job in store.list(limit=limit, state=state)])
+        jobs = store.list(limit=limit, state=state, tag=tag)
+        return list_model(items=[present(job) for job in jobs])
 
     @router.get(
         f"/{{{key}}}", response_model=item_model, responses=errors, summary=f"Get one {noun} (poll)"

@@ -224,11 +224,20 @@ class JobStore:
             raise JobNotFound(job_id)
         return job
 
-    def list(self, limit: int = 100, *, state: JobState | str | None = None) -> list[JobPublic]:
-        """Jobs newest first, optionally only those in one ``state``."""
-        where, params = "1", []
+    def list(
+        self, limit: int = 100, *, state: JobState | str | None = None, tag: str | None = None
+    ) -> list[JobPublic]:
+        """Jobs newest first, optionally only those in one ``state``, and only those whose
+        request's ``tags`` list holds ``tag``."""
+        clauses, params = ["1"], []
         if state is not None:
-            where, params = "state = ?", [str(JobState(state))]
+            clauses.append("state = ?")
+            params.append(str(JobState(state)))
+        if tag is not None:
+            tagged = "SELECT 1 FROM json_each(jobs.request, '$.tags') WHERE value = ?"
+            clauses.append(f"EXISTS ({tagged})")
+            params.append(tag)
+        where = " AND ".join(clauses)
         with self._connect() as conn:
             rows = conn.execute(
                 f"SELECT * FROM jobs WHERE {where} ORDER BY created_at DESC, rowid DESC LIMIT ?",

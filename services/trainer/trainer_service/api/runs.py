@@ -9,9 +9,10 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Path
 from fastapi.responses import JSONResponse, PlainTextResponse
 
+from datavolume.files import read_json
 from jobkit.api import IdempotencyKey, accepted, create_job, make_jobs_router, require_job
 from jobkit.models import JobPublic
-from jobkit.problems import PROBLEM_JSON, invalid_field
+from jobkit.problems import PROBLEM_JSON, ProblemError, invalid_field, problem_type
 from jobkit.service import RunnerDep, SettingsDep, StoreDep, get_runner, get_store
 from trainer_service.jobs import JOB_KIND
 from trainer_service.runs import checkpoints, operations
@@ -95,6 +96,25 @@ def get_checkpoints(run_id: RunId, store: StoreDep, settings: SettingsDep) -> li
     require_job(store, run_id, "run")
     run = settings.volume.run(run_id)
     return [CheckpointInfo(**c) for c in checkpoints.list_checkpoints(run)]
+
+
+@router.get(
+    "/{run_id}/evaluation",
+    response_model=dict[str, Any],
+    responses={**_ERRORS, 404: {**_PROBLEM, "description": "No such run, or not evaluated yet"}},
+    summary="The val scores of the checkpoint the predictions used, per class too",
+)
+def get_evaluation(run_id: RunId, store: StoreDep, settings: SettingsDep) -> dict[str, Any]:
+    require_job(store, run_id, "run")
+    evaluation = read_json(settings.volume.run(run_id).evaluation, tolerate_corrupt=True)
+    if evaluation is None:
+        raise ProblemError(
+            404,
+            "Not evaluated yet",
+            f"run {run_id} has no evaluation yet: a run writes it when it ends",
+            type_=problem_type("no-evaluation"),
+        )
+    return evaluation
 
 
 @router.post(

@@ -2,7 +2,9 @@
 format and the val top-1/top-5 of a chosen checkpoint.
 
 ``predictions.txt`` has one line per test image, ``test_<i>.JPEG <wnid>``, ordered by ``i``.
-``evaluation.json`` holds the val loss, top-1 and top-5 accuracy of the same checkpoint.
+``evaluation.json`` holds the val loss, top-1 and top-5 accuracy of the same checkpoint, and
+under ``classes`` its top-1 per class, its 20 worst classes and the 10 confusions it makes most
+(with ``confusion.csv`` and ``per_class.png`` beside it).
 
 Training calls :func:`predict_and_evaluate` with the best checkpoint at its end;
 ``python -m trainer_service.predict`` does the same for any checkpoint.
@@ -18,6 +20,7 @@ from datavolume.files import atomic_write_json, atomic_write_text
 from datavolume.runs import RunFolder
 from shard_format.metadata import DatasetMetadata
 from trainer_service.engine.data import test_images, val_pipeline
+from trainer_service.runs import per_class
 
 PREDICT_BATCH = 256
 _TEST_INDEX = re.compile(r"(\d+)")
@@ -76,6 +79,32 @@ def evaluate_val(
     }
 
 
+def val_predictions(
+    model, data_dir: Path, metadata: DatasetMetadata, batch_size: int, limit_steps: int | None
+) -> tuple[list[int], list[int]]:
+    """(labels, predicted classes) of the val images, in the pipeline's fixed order."""
+    ds, _, _ = val_pipeline(data_dir, metadata, batch_size, limit_steps)
+    labels = [int(y) for batch in ds.map(lambda x, y: y).as_numpy_iterator() for y in batch]
+    logits = model.predict(ds.map(lambda x, y: x), verbose=0)
+    return labels, [int(i) for i in logits.argmax(axis=-1)]
+
+
+def class_results(
+    model, data_dir: Path, metadata: DatasetMetadata, run: RunFolder, batch_size: int,
+    limit_steps: int | None,
+) -> dict[str, Any]:  # fmt: skip
+    """Per-class top-1 and the most confused classes (:mod:`trainer_service.runs.per_class`);
+    writes ``confusion.csv`` and ``per_class.png`` into ``run``."""
+    classes = [{"wnid": c.wnid, "words": c.words}
+               for c in sorted(metadata.classes, key=lambda c: c.index)]  # fmt: skip
+    labels, predicted = val_predictions(model, data_dir, metadata, batch_size, limit_steps)
+    matrix = per_class.confusion(labels, predicted, len(classes))
+    found = per_class.report(matrix, classes)
+    per_class.write_confusion_csv(run.confusion, matrix, classes)
+    per_class.plot_worst(run.per_class_png, found["worst"])
+    return {**found, "files": [run.confusion.name, run.per_class_png.name]}
+
+
 def predict_and_evaluate(
     model,
     data_dir: Path,
@@ -104,6 +133,7 @@ def predict_and_evaluate(
         "test_predictions": len(lines),
         "predictions_file": run.predictions.name,
         "tta_flip": tta_flip,
+        "classes": class_results(model, data_dir, metadata, run, batch_size, limit_val_steps),
     }
     atomic_write_json(run.evaluation, evaluation)
     return evaluation

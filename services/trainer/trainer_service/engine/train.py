@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,7 @@ from trainer_service.engine.evaluate import loss, metrics, predict_and_evaluate
 from trainer_service.engine.objective import TrainingModel
 from trainer_service.engine.runtime import Runtime, resolve_runtime
 from trainer_service.engine.schedule import schedule_for
+from trainer_service.engine.stopping import StoppingRules, plan_epochs, read_plan
 from trainer_service.inference.card import write_model_card
 from trainer_service.inference.export import export_in_subprocess
 from trainer_service.model.augment import Augment
@@ -45,7 +48,7 @@ from trainer_service.model.resnet import build_resnet
 from trainer_service.runs import checkpoints, resume
 from trainer_service.runs.checkpoints import atomic_save_model
 from trainer_service.runs.config import TrainConfig
-from trainer_service.runs.dataset import record_dataset
+from trainer_service.runs.dataset import pinned_folder, record_dataset
 from trainer_service.runs.history import read_history
 
 
@@ -66,8 +69,13 @@ def train(
         run.make()
         run.remove_temporaries()  # left by a worker killed mid-write
         atomic_write_json(run.config, config.model_dump(mode="json"))
-        folder, metadata = load_dataset(root, config.dataset)
-        record_dataset(run, root, ReadyDataset(folder, metadata))  # the version this run reads
+        pinned = pinned_folder(run)  # a resumed run reads the version it began with
+        folder, metadata = load_dataset(root, config.dataset, pinned)
+        if pinned is None:
+            record_dataset(run, root, ReadyDataset(folder, metadata))
+        plan = read_plan(run) if config.time_budget_min else None
+        if plan is not None:  # decided after this run's first epoch
+            config = plan.apply(config)
         try:
             start = resume.start_point(run)  # None: a new run
         except resume.CannotResume as exc:
@@ -87,6 +95,8 @@ def train(
         "runtime": runtime.describe(),
         "resumed_from": None,
         "init": None,
+        "stopped_early": None,
+        "budget": asdict(plan) if plan else None,
     }
     try:
         with ctx.interruptible(), runtime.scope():
@@ -106,31 +116,27 @@ def train(
             initial_epoch + 1,
             config.epochs,
         )
+        data = (train_ds, val_ds, steps)
         if initial_epoch < config.epochs:
-            callbacks = [
-                StopOnRequest(lambda: ctx.should_stop, steps),
-                RunRecorder(
-                    run,
-                    ctx,
-                    epochs=config.epochs,
-                    steps_per_epoch=steps,
-                    batch_size=config.batch_size,
-                    keep=config.keep_checkpoints,
-                    network=model,
-                    tta_flip=config.tta_flip,
-                ),
-            ]
-            if config.use_ema:  # validation on the averaged weights; checkpoints keep both
-                callbacks.insert(0, keras.callbacks.SwapEMAWeights())
-            trained.fit(
-                train_ds,
-                validation_data=val_ds,
-                epochs=config.epochs,
-                initial_epoch=initial_epoch,
-                callbacks=callbacks,
-                shuffle=False,  # the pipeline shuffles
-                verbose=0,
-            )
+            # With a time budget and no plan yet, one epoch first: its pace sets the epochs.
+            measuring = bool(config.time_budget_min) and plan is None
+            end = initial_epoch + 1 if measuring else config.epochs
+            started = time.monotonic()
+            result["stopped_early"] = fit_epochs(trained, model, config, run, ctx, data, end)
+            if measuring and not (ctx.should_stop or result["stopped_early"]):
+                plan = plan_epochs(run, config, time.monotonic() - started)
+                config = plan.apply(config)
+                result["budget"] = asdict(plan)
+                ctx.log.info("time budget: %s", result["budget"])
+                ctx.metrics({"epochs": config.epochs})
+                if end < config.epochs:  # the rest, on a schedule that spans the plan
+                    with runtime.scope():
+                        model = build_model(config, metadata.num_classes)
+                        trained = compile_model(model, config, runtime, steps)
+                        restore(model, resume.start_point(run), steps)
+                    result["stopped_early"] = fit_epochs(
+                        trained, model, config, run, ctx, data, config.epochs
+                    )
         done = checkpoints.read_latest(run)
         best = checkpoints.read_best(run)
         result["epochs_completed"] = done.epoch if done else 0
@@ -138,14 +144,20 @@ def train(
         result["best"] = best
         if ctx.should_stop:  # a resume finishes the run
             return {**result, "stopped": True}
+        if result["stopped_early"]:
+            ctx.log.info("stopped early (%s) after %d epochs", result["stopped_early"],
+                         result["epochs_completed"])  # fmt: skip
 
         ctx.phase("export")
         use_averaged_weights(model, config)
         result.update(export_final(model, run, config, ctx.log))
         ctx.phase("predict")
-        with runtime.scope():
-            model.load_weights(run.best)
-            use_averaged_weights(model, config)
+        if best is not None:  # else no epoch completed (a time limit in the first): as it is
+            with runtime.scope():
+                model.load_weights(run.best)
+                use_averaged_weights(model, config)
+        scored = {"checkpoint": run.best.name, "epoch": best["epoch"]} if best else {
+            "checkpoint": run.model.name, "epoch": None}  # fmt: skip
         result["evaluation"] = predict_and_evaluate(
             model,
             folder,
@@ -153,11 +165,11 @@ def train(
             run.root,
             batch_size=config.batch_size,
             limit_val_steps=config.limit_val_steps,
-            checkpoint={"checkpoint": run.best.name, "epoch": best["epoch"] if best else None},
+            checkpoint=scored,
             tta_flip=config.tta_flip,
         )
         exports = {name: result[name] for name in ("savedmodel", "onnx")}
-        write_model_card(run, exports, keras.backend.backend())
+        write_model_card(run, exports, keras.backend.backend(), result["stopped_early"])
         return {
             **result,
             "predictions": run.predictions.name,
@@ -180,6 +192,40 @@ def train(
             "try a smaller batch_size or width",
             "out_of_memory",
         ) from exc
+
+
+def fit_epochs(trained, model, config: TrainConfig, run: RunFolder, ctx, data, epochs: int):
+    """``fit`` from the run's latest checkpoint to ``epochs`` with the run's callbacks; returns
+    the stopping rule that ended it early, if one did (:mod:`.stopping`)."""
+    train_ds, val_ds, steps = data
+    done = checkpoints.read_latest(run)
+    rules = StoppingRules(config, read_history(run), steps)
+    callbacks = [
+        StopOnRequest(lambda: ctx.should_stop, steps),
+        RunRecorder(
+            run,
+            ctx,
+            epochs=config.epochs,
+            steps_per_epoch=steps,
+            batch_size=config.batch_size,
+            keep=config.keep_checkpoints,
+            network=model,
+            tta_flip=config.tta_flip,
+        ),
+        rules,
+    ]
+    if config.use_ema:  # validation on the averaged weights; checkpoints keep both
+        callbacks.insert(0, keras.callbacks.SwapEMAWeights())
+    trained.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=epochs,
+        initial_epoch=done.epoch if done else 0,
+        callbacks=callbacks,
+        shuffle=False,  # the pipeline shuffles
+        verbose=0,
+    )
+    return rules.reason
 
 
 # -- the model -------------------------------------------------------------------------------

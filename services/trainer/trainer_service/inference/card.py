@@ -45,7 +45,12 @@ def software_versions(backend: str) -> dict[str, str]:
     return versions
 
 
-def build_card(run: RunFolder, exports: dict[str, str | None], backend: str) -> dict[str, Any]:
+def build_card(
+    run: RunFolder,
+    exports: dict[str, str | None],
+    backend: str,
+    stopped_early: str | None = None,
+) -> dict[str, Any]:
     """The card's content (see the module docstring) from the run folder's files."""
     config = TrainConfig.model_validate(read_json(run.config))
     dataset = read_json(run.dataset_record) or {}
@@ -71,6 +76,8 @@ def build_card(run: RunFolder, exports: dict[str, str | None], backend: str) -> 
         "training": config.model_dump(mode="json"),
         "results": {
             "epochs_completed": history[-1]["epoch"] if history else 0,
+            "stopped_early": stopped_early,
+            "budget": read_json(run.budget, tolerate_corrupt=True),
             "final": _scores(history[-1]) if history else None,
             "best": _scores(best_row) if best_row else None,
             "evaluation": read_json(run.evaluation, tolerate_corrupt=True),
@@ -81,10 +88,13 @@ def build_card(run: RunFolder, exports: dict[str, str | None], backend: str) -> 
 
 
 def write_model_card(
-    run: RunFolder, exports: dict[str, str | None], backend: str
+    run: RunFolder,
+    exports: dict[str, str | None],
+    backend: str,
+    stopped_early: str | None = None,
 ) -> dict[str, Any]:
     """Write ``model_card.json`` and ``MODEL.md``; returns the card."""
-    card = build_card(run, exports, backend)
+    card = build_card(run, exports, backend, stopped_early)
     atomic_write_json(run.card_json, card)
     atomic_write_text(run.card_markdown, markdown(card))
     return card
@@ -131,7 +141,13 @@ def markdown(card: dict[str, Any]) -> str:
         "## Training",
         "",
         *(f"- {key}: `{card['training'].get(key)}`" for key in TRAINING_FIELDS),
-        f"- every value: `config.json`; epochs completed: {results['epochs_completed']}",
+        f"- every value: `config.json`; epochs completed: {results['epochs_completed']}"
+        + (f" (stopped early: {results['stopped_early']})" if results["stopped_early"] else "")
+        + (
+            f"; time budget: {b['budget_min']:g} min, {b['epochs']} epochs"
+            if (b := results["budget"])
+            else ""
+        ),
         "",
         "## Data",
         "",

@@ -36,9 +36,28 @@ DEFAULT_WEIGHT_DECAY = 2.5e-4
 _CHECKPOINT_SUFFIX = ".keras"
 
 
+#: What a tag may be, and how many a run may have.
+TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:=+-]{0,31}$"
+MAX_TAGS = 16
+#: Longest time limit or budget a run may give itself, in minutes (30 days).
+MAX_MINUTES = 30 * 24 * 60
 #: Largest global batch: 4096 images of 64x64x3 uint8 are 50 MB per step on the host; a larger
 #: batch than that no longer fits a full-width model's activations on one GPU.
 MAX_BATCH = 4096
+
+
+class EarlyStopping(BaseModel):
+    """Stop when the monitored val score has not improved for ``patience`` epochs."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+    monitor: Literal["val_accuracy", "val_loss"] = Field(
+        "val_accuracy", description="val_accuracy (higher is better) or val_loss (lower)."
+    )
+    patience: int = Field(10, ge=1, le=10_000, description="Epochs without improvement.")
+    min_delta: float = Field(
+        0.0, ge=0, le=1e6, description="Smallest change that counts as an improvement."
+    )
 
 
 class TrainConfig(BaseModel):
@@ -52,6 +71,20 @@ class TrainConfig(BaseModel):
         pattern=DATASET_NAME_PATTERN,
         description="Name of a prepared dataset under <data_root>/datasets/.",
         examples=["tiny-imagenet-200"],
+    )
+    name: str | None = Field(
+        None,
+        min_length=1,
+        max_length=100,
+        pattern=r"^[^\x00-\x1f\x7f]+$",
+        description="A name for people (need not be unique: the id is what names the run).",
+        examples=["fast-recipe-seed-1"],
+    )
+    tags: list[Annotated[str, Field(pattern=TAG_PATTERN)]] = Field(
+        default_factory=list,
+        max_length=MAX_TAGS,
+        description="Short labels to find runs by (GET /v1/runs?tag=...).",
+        examples=[["baseline", "half-width"]],
     )
     recipe: Literal[tuple(RECIPES)] = Field(  # type: ignore[valid-type]
         DEFAULT_RECIPE,
@@ -214,6 +247,27 @@ class TrainConfig(BaseModel):
     cache: Literal["auto"] | bool = Field(
         "auto", description="Cache decoded images in memory; auto: when they fit."
     )
+    early_stopping: EarlyStopping | None = Field(
+        None,
+        description="End the run when the val score stops improving (it ends succeeded, "
+        'result.stopped_early = "early_stopping", and exports its best checkpoint).',
+    )
+    max_runtime_min: float | None = Field(
+        None,
+        gt=0,
+        le=MAX_MINUTES,
+        description="Training time limit in minutes (resumes included): the run stops at the "
+        "next batch after it, saves a checkpoint and ends succeeded (result.stopped_early = "
+        '"max_runtime").',
+    )
+    time_budget_min: float | None = Field(
+        None,
+        gt=0,
+        le=MAX_MINUTES,
+        description="Budgeted training: after its first epoch the run sets its number of "
+        "epochs (at most `epochs`) so that training ends within this many minutes, and its "
+        "learning-rate schedule spans exactly those epochs.",
+    )
     export_savedmodel: bool = Field(
         True, description="At the end, also export a TF SavedModel (savedmodel/), on any backend."
     )
@@ -225,6 +279,13 @@ class TrainConfig(BaseModel):
     @classmethod
     def _apply_recipe(cls, data):
         return apply_recipe(data) if isinstance(data, dict) else data
+
+    @field_validator("tags")
+    @classmethod
+    def _check_tags(cls, value: list[str]):
+        if len(set(value)) != len(value):
+            raise ValueError(f"tags repeat: {value}")
+        return value
 
     @field_validator("width")
     @classmethod

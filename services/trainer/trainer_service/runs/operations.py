@@ -10,6 +10,7 @@ import zipfile
 from typing import Any
 
 from datavolume.datasets import DatasetUnavailable
+from datavolume.files import read_json
 from datavolume.layout import DataRoot, OutsideRoot
 from datavolume.runs import RunFolder
 from jobkit.errors import JobStateConflict
@@ -20,11 +21,16 @@ from shard_format.schema import TRAIN
 from trainer_service.architecture import check_shape
 from trainer_service.runs import checkpoints, resume
 from trainer_service.runs.config import TrainConfig
-from trainer_service.runs.dataset import usable_dataset
+from trainer_service.runs.dataset import dataset_status, pinned_folder, usable_dataset
 from trainer_service.runs.history import read_history
 from trainer_service.schemas import CheckpointInfo, RunPublic, TrainingStatus
 
 RESUMABLE = (JobState.INTERRUPTED, JobState.CANCELLED, JobState.FAILED)
+
+
+class DatasetVersionGone(JobStateConflict):
+    """The dataset version a run began with is no longer on the volume: it cannot resume (a
+    409, like other states that forbid a resume)."""
 
 
 class InvalidRunRequest(ValueError):
@@ -104,6 +110,7 @@ def training_status(job: JobPublic, run: RunFolder) -> TrainingStatus:
         eta_s=metrics.get("eta_s") if running else None,
         learning_rate=metrics.get("learning_rate"),
         last_epoch=history[-1] if history else None,
+        budget=read_json(run.budget, tolerate_corrupt=True),
     )
 
 
@@ -116,6 +123,7 @@ def run_public(job: JobPublic, root: DataRoot) -> RunPublic:
         training=training_status(job, run),
         checkpoints=[CheckpointInfo(**c) for c in checkpoints.list_checkpoints(run)],
         exports=exports(run, root),
+        dataset=dataset_status(run, root),
         model_card=root.relative(run.card_markdown) if run.card_markdown.is_file() else None,
     )
 
@@ -157,9 +165,21 @@ def resume_run(
             job.state,
             f"run {run_id} is {job.state} but its worker is still exiting; retry in a few seconds",
         )
+    run = root.run(run_id)
+    pinned = pinned_folder(run)
+    if pinned is not None:
+        try:
+            usable_dataset(root, job.request.get("dataset", ""), pinned)
+        except DatasetUnavailable as exc:
+            raise DatasetVersionGone(
+                run_id,
+                job.state,
+                f"run {run_id} cannot resume: {exc.message}; start a new run from its "
+                "checkpoint (init_checkpoint) instead",
+            ) from None
     if checkpoint is not None:
         try:
-            resume.rewind(root.run(run_id), checkpoint)
+            resume.rewind(run, checkpoint)
         except resume.CannotResume as exc:
             raise InvalidRunRequest("body.checkpoint", str(exc)) from None
     job = store.reset_for_retry(run_id)
