@@ -12,6 +12,7 @@ service cannot be reached; 130 when Ctrl-C detaches from a job (the job keeps ru
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from tin_client.client import (
     ServiceClient,
     TrainerClient,
 )
+from tin_client.compare import comparison, plot_val_curves
 from tin_client.errors import ApiError
 from tin_client.render import show
 
@@ -265,6 +267,10 @@ def train(
     schedule: Annotated[str | None, typer.Option(help="step, cosine, linear or constant.")] = None,
     optimizer: Annotated[str | None, typer.Option(help="sgd or adam.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    name: Annotated[str | None, typer.Option(help="A name for people.")] = None,
+    tag: Annotated[
+        list[str] | None, typer.Option("--tag", help="A label to find the run by (repeatable).")
+    ] = None,
     settings: Annotated[
         list[str] | None,
         typer.Option("--set", help="Any other run setting: KEY=VALUE (VALUE as JSON if valid)."),
@@ -275,7 +281,7 @@ def train(
     config: dict[str, Any] = dict(_parse_setting(s) for s in settings or [])
     given = {"recipe": recipe, "epochs": epochs, "batch_size": batch_size,
              "learning_rate": learning_rate, "schedule": schedule, "optimizer": optimizer,
-             "seed": seed}  # fmt: skip
+             "seed": seed, "name": name, "tags": tag}  # fmt: skip
     config |= {k: v for k, v in given.items() if v is not None}
     if width is not None:
         config["width"] = int(width) if width.isdigit() else width
@@ -290,14 +296,21 @@ def train(
 
 
 @app.command()
-def runs(ctx: typer.Context) -> None:
+def runs(
+    ctx: typer.Context,
+    tag: Annotated[str | None, typer.Option(help="Only runs with this tag.")] = None,
+    state: Annotated[str | None, typer.Option(help="Only runs in this state.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="At most this many.")] = 100,
+) -> None:
     """List training runs, newest first."""
     with _clients(ctx).trainer() as client:
-        rows = client.list()
+        rows = client.list(state=state, limit=limit, tag=tag)
     _table(
         rows,
         {
             "id": lambda r: r["id"],
+            "name": lambda r: r["request"].get("name") or "",
+            "tags": lambda r: ",".join(r["request"].get("tags") or []),
             "state": lambda r: r["state"],
             "dataset": lambda r: r["request"].get("dataset", ""),
             "epoch": lambda r: (
@@ -395,6 +408,76 @@ def history(
     }
     columns["learning_rate"] = lambda r: f"{r.get('learning_rate', 0):.3g}"
     _table(rows, columns)
+
+
+@app.command()
+def compare(
+    ctx: typer.Context,
+    run_ids: Annotated[list[str], typer.Argument(help="Two or more run ids.")],
+    as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV.")] = False,
+    plot: Annotated[
+        Path | None, typer.Option(help="Also draw their val top-1 curves into this PNG.")
+    ] = None,
+) -> None:
+    """Runs side by side: the settings that differ, best and last val top-1/top-5, epochs,
+    training time, images/s."""
+    with _clients(ctx).trainer() as client:
+        found = [client.get(run_id) for run_id in run_ids]
+        histories = [client.history(run_id) for run_id in run_ids]
+    rows = comparison(found, histories)
+    if as_csv:
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    else:
+        _table(rows, {key: (lambda r, key=key: _cell(r[key])) for key in rows[0]})
+    if plot is not None:
+        plot_val_curves(plot, found, histories)
+        errors.print(f"wrote {plot}", markup=False)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return json.dumps(value) if isinstance(value, list | dict) else str(value)
+
+
+@app.command()
+def evaluation(
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Argument(help="A finished run's id.")],
+    worst: Annotated[int, typer.Option(min=1, help="Worst classes to list.")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole answer.")] = False,
+) -> None:
+    """A run's val scores: top-1/top-5, its worst classes and the classes it confuses most."""
+    with _clients(ctx).trainer() as client:
+        answer = client.evaluation(run_id)
+    if as_json:
+        _print_json(answer)
+        return
+    flip = " (flip-averaged)" if answer.get("tta_flip") else ""
+    console.print(
+        f"{answer.get('checkpoint')} (epoch {answer.get('epoch')}){flip}: val top-1 "
+        f"{answer['val_accuracy']:.2%}, top-5 {answer['val_top5_accuracy']:.2%}, "
+        f"{answer['val_images']} images",
+        markup=False,
+    )
+    classes = answer.get("classes") or {}
+    console.print("worst classes:")
+    _table(
+        classes.get("worst", [])[:worst],
+        {"top-1": lambda r: f"{r['top1']:.2%}", "images": lambda r: r["images"],
+         "wnid": lambda r: r["wnid"], "words": lambda r: r["words"]},
+    )  # fmt: skip
+    console.print("most confused (true -> predicted):")
+    _table(
+        classes.get("confused_pairs", []),
+        {"count": lambda p: p["count"], "share": lambda p: f"{p['share']:.0%}",
+         "true": lambda p: f"{p['true']['wnid']} {p['true']['words']}",
+         "predicted": lambda p: f"{p['predicted']['wnid']} {p['predicted']['words']}"},
+    )  # fmt: skip
 
 
 def _read_images(arguments: list[str]) -> list[tuple[str, bytes | str]]:

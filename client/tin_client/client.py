@@ -88,8 +88,12 @@ class ServiceClient:
     def get(self, job_id: str) -> Job:
         return self.request("GET", f"/v1/{self.resource}/{job_id}").json()
 
-    def list(self, state: str | None = None, limit: int | None = None) -> list[Job]:
-        params = {k: v for k, v in {"state": state, "limit": limit}.items() if v is not None}
+    def list(
+        self, state: str | None = None, limit: int | None = None, tag: str | None = None
+    ) -> list[Job]:
+        """Jobs newest first; ``state`` and ``tag`` (runs: one of their tags) filter them."""
+        given = {"state": state, "limit": limit, "tag": tag}
+        params = {k: v for k, v in given.items() if v is not None}
         return self.request("GET", f"/v1/{self.resource}", params=params).json()["items"]
 
     def cancel(self, job_id: str) -> Job:
@@ -227,6 +231,10 @@ class TrainerClient(ServiceClient):
                     raise
                 self._sleep(exc.retry_after_s or DEFAULT_POLL_S)
         raise AssertionError("unreachable")
+
+    def evaluation(self, run_id: str) -> dict[str, Any]:
+        """``GET /v1/runs/{id}/evaluation``: val scores, per class too (404 until it ends)."""
+        return self.request("GET", f"/v1/runs/{run_id}/evaluation").json()
 
     def recipes(self) -> dict[str, Any]:
         """``GET /v1/recipes``: ``{"default": name, "items": [{name, summary, values}]}``."""

@@ -16,7 +16,8 @@ DATASET = "syn-client"
 SYNTHETIC = {"kind": "synthetic", "classes": 3, "train_per_class": 16, "val_per_class": 4,
              "test_images": 4, "seed": 5}  # fmt: skip
 #: A run small enough for a CPU test: width 8, one bottleneck.
-TINY_RUN = {"width": 8, "levels": [1], "batch_size": 8, "export_savedmodel": False}
+TINY_RUN = {"width": 8, "levels": [1], "batch_size": 8, "export_savedmodel": False,
+            "export_onnx": False}  # fmt: skip
 
 
 @dataclass

@@ -3,6 +3,8 @@ live bars on a pseudo-terminal, the exit statuses, Ctrl-C detaching, and complet
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import pty
@@ -23,7 +25,8 @@ from tin_client.cli import app
 
 pytestmark = pytest.mark.slow
 TIN = shutil.which("tin") or str(Path(sys.executable).parent / "tin")
-TINY = ["--width", "8", "--levels", "1", "--batch-size", "8", "--set", "export_savedmodel=false"]
+TINY = ["--width", "8", "--levels", "1", "--batch-size", "8", "--set", "export_savedmodel=false",
+        "--set", "export_onnx=false"]  # fmt: skip
 
 
 def tin(live: Live, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -92,7 +95,8 @@ def test_prepare_and_train_in_plain_mode(live: Live):
     assert "dataset syn-plain ready" in done.stdout
     assert "\x1b[" not in done.stdout  # no terminal control sequences in a pipe
 
-    done = tin(live, "train", DATASET, "--epochs", "1", *TINY, "--follow")
+    done = tin(live, "train", DATASET, "--epochs", "1", *TINY, "--name", "plain run",
+               "--tag", "smoke", "--tag", "cli", "--follow")  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert re.search(r"^\[trainer\] running +epoch 1/1", done.stdout, re.M)
     assert re.search(r"^\[trainer\] succeeded .*val_accuracy=", done.stdout, re.M)
@@ -103,6 +107,14 @@ def test_prepare_and_train_in_plain_mode(live: Live):
     table = tin(live, "history", run_id)
     assert re.search(r"^\s*1\s", table.stdout, re.M), table.stdout
     assert run_id in tin(live, "runs").stdout
+    tagged = tin(live, "runs", "--tag", "smoke").stdout
+    assert re.search(rf"^{run_id}\s+plain run\s+smoke,cli\s+succeeded", tagged, re.M), tagged
+    assert run_id not in tin(live, "runs", "--tag", "other").stdout
+    scores = tin(live, "evaluation", run_id)
+    assert scores.returncode == 0, scores.stderr
+    assert "val top-1" in scores.stdout and "worst classes:" in scores.stdout
+    assert len(json.loads(tin(live, "evaluation", run_id, "--json").stdout)["classes"][
+        "per_class"]) == 3  # fmt: skip
     assert DATASET in tin(live, "datasets").stdout
     status = tin(live, "status", run_id)
     assert status.returncode == 0 and '"state": "succeeded"' in status.stdout
@@ -126,6 +138,18 @@ def test_recipes_and_a_run_that_names_one(live: Live):
         request = trainer.get(run_id)["request"]
     assert request["recipe"] == "fast" and request["tta_flip"] is True
     assert (request["epochs"], request["batch_size"]) == (1, 8)  # what the command line set
+
+    # Compared with the run of another recipe: the settings the recipes set differ.
+    other = tin(live, "train", DATASET, "--epochs", "1", *TINY, "--follow")
+    other_id = re.search(r"^run (\w+) ", other.stdout, re.M).group(1)
+    plot = live.data_root / "compare.png"
+    done = tin(live, "compare", run_id, other_id, "--csv", "--plot", str(plot))
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.DictReader(io.StringIO(done.stdout)))
+    assert [r["id"] for r in rows] == [run_id, other_id]
+    assert [r["recipe"] for r in rows] == ["fast", "homework"] and "dataset" not in rows[0]
+    assert all(0 <= float(r["best_val_accuracy"]) <= 1 for r in rows)
+    assert plot.read_bytes()[:4] == b"\x89PNG"
 
 
 def test_failures_exit_non_zero_with_the_reason(live: Live):
