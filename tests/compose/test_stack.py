@@ -187,6 +187,25 @@ def test_down_then_up_keeps_datasets_and_runs(stack: Stack):
     assert after == before and set(after.values()) == {"succeeded"}
 
 
+def test_a_run_killed_with_the_trainer_resumes_by_itself(stack: Stack):
+    """``max_restarts``: ``docker compose kill trainer`` (SIGKILL: service and worker gone
+    mid-run), then ``up -d``; the service finds the run it was training and resumes it from its
+    checkpoint, with no call from anyone, and every epoch is recorded once."""
+    with stack.trainer() as trainer:
+        run_id = trainer.train(**RUN, epochs=2, max_restarts=1)["id"]
+        deadline = time.monotonic() + 600
+        while trainer.get(run_id)["training"]["completed_epochs"] < 1:
+            assert time.monotonic() < deadline, trainer.get(run_id)
+            time.sleep(0.5)
+    stack.compose("kill", "trainer")
+    stack.up()
+    with stack.trainer() as trainer:
+        run = trainer.wait(run_id, timeout=900)
+        assert run["state"] == "succeeded", run
+        assert run["restarts"] == 1 and run["restart_causes"][0].startswith("interrupted: ")
+        assert [row["epoch"] for row in trainer.history(run_id)] == [1, 2]
+
+
 def test_api_token_is_required_once_set(stack: Stack):
     stack.env["API_TOKEN"] = TOKEN
     stack.up()  # recreates both services with the token in their environment

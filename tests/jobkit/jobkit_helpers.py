@@ -26,6 +26,7 @@ SAMPLE_KINDS = [
     "linger_after_the_end",
     "disk_full_at_the_end",
     "no_space_while_working",
+    "die_once",
 ]
 TARGETS = {kind: f"tests.jobkit.sample_jobs:{kind}" for kind in SAMPLE_KINDS}
 

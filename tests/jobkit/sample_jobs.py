@@ -149,3 +149,16 @@ def no_space_while_working(ctx: JobContext) -> None:
     import errno
 
     raise OSError(errno.ENOSPC, "No space left on device", "shard-00003.tmp")
+
+
+def die_once(ctx: JobContext) -> None:
+    """SIGKILLs itself on its first run (``how``: "kill") or fails out of memory ("oom"), then
+    succeeds; each run is counted in the file ``marker``."""
+    marker = Path(ctx.request["marker"])
+    runs = int(marker.read_text()) if marker.exists() else 0
+    marker.write_text(str(runs + 1))
+    if runs == 0:
+        if ctx.request.get("how") == "oom":
+            raise MemoryError()
+        os.kill(os.getpid(), signal.SIGKILL)
+    ctx.result({"runs": runs + 1})

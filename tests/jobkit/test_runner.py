@@ -297,3 +297,87 @@ def test_runner_adopts_live_worker_from_previous_server(store: JobStore, make_ru
         assert wait_terminal(store, job.id).state == JobState.CANCELLED
     finally:
         worker.kill()
+
+
+# -- restarts (request.max_restarts) ------------------------------------------------------------
+
+
+def settled(store: JobStore, job_id: str, timeout: float = 30.0):
+    """The job once it succeeded, or ended and stayed ended for two runner passes."""
+
+    def done(job) -> bool:
+        if job.state == JobState.SUCCEEDED:
+            return True
+        if not job.state.terminal:
+            return False
+        time.sleep(2.5)  # a restart would have queued it again by now
+        return store.get(job_id).state.terminal
+
+    wait_until(store, job_id, done, timeout)
+    return store.get(job_id)
+
+
+@pytest.mark.parametrize(
+    ("how", "cause"),
+    [("kill", "killed: worker killed by signal SIGKILL"), ("oom", "out_of_memory: MemoryError")],
+)
+def test_a_job_killed_or_out_of_memory_is_restarted(store, make_runner, tmp_path, how, cause):
+    runner = make_runner()
+    runner.start()
+    marker = tmp_path / "runs"
+    job = store.create("die_once", {"marker": str(marker), "how": how, "max_restarts": 2})
+    runner.wake()
+    done = settled(store, job.id)
+    assert done.state == JobState.SUCCEEDED, (done.error, runner.log_tail(job.id))
+    assert done.result == {"runs": 2}
+    assert done.restarts == 1 and len(done.restart_causes) == 1
+    assert done.restart_causes == [cause]
+    assert "restart 1/2 after:" in runner.log_tail(job.id)
+
+
+def test_restarts_stop_at_max_restarts(store, make_runner):
+    runner = make_runner()
+    runner.start()
+    job = store.create("sigkill_self", {"max_restarts": 2})
+    runner.wake()
+    done = settled(store, job.id)
+    assert done.state == JobState.FAILED and done.error.type == "killed"
+    assert done.restarts == 2
+    assert done.restart_causes == ["killed: worker killed by signal SIGKILL"] * 2
+
+
+@pytest.mark.parametrize("kind", ["fail_readable", "sigkill_self"])
+def test_an_input_fault_or_a_job_that_did_not_ask_is_never_restarted(store, make_runner, kind):
+    runner = make_runner()
+    runner.start()
+    job = store.create(kind, {"max_restarts": 3} if kind == "fail_readable" else {})
+    runner.wake()
+    done = settled(store, job.id)
+    assert done.state == JobState.FAILED and done.restarts == 0
+
+
+def test_a_cancelled_job_is_never_restarted(store, make_runner):
+    runner = make_runner()
+    runner.start()
+    job = store.create("wait_for_stop", {"max_restarts": 3})
+    runner.wake()
+    wait_ready(store, job.id)
+    runner.cancel(job.id)
+    done = settled(store, job.id)
+    assert done.state == JobState.CANCELLED and done.restarts == 0
+
+
+def test_a_job_found_orphaned_at_start_resumes_if_it_asked(store, make_runner):
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    asked = store.create("succeed", {"max_restarts": 1})
+    store.mark_running(asked.id, proc.pid)
+    plain = store.create("succeed", {"count": 3})
+    store.mark_running(plain.id, proc.pid)
+    runner = make_runner()
+    assert set(runner.start()) == {asked.id, plain.id}
+    done = settled(store, asked.id)
+    assert done.state == JobState.SUCCEEDED and done.restarts == 1
+    gone = f"interrupted: worker process {proc.pid} is gone (service restarted?)"
+    assert done.restart_causes == [gone]
+    assert store.get(plain.id).state == JobState.INTERRUPTED

@@ -98,3 +98,29 @@ def test_a_cancel_during_the_setup_ends_the_run_well_within_the_grace(client: Te
     assert ended["phase"] == "setup" and ended["result"] is None
     log = client.get(f"/v1/runs/{run['id']}/logs").text
     assert "SIGKILL" not in log and "cancelled (stop requested)" in log
+
+
+def test_a_worker_killed_mid_epoch_resumes_by_itself(client: TestClient, data_root: Path):
+    """``max_restarts``: SIGKILL the worker after its first epoch; the runner restarts the run
+    from its latest checkpoint, and it finishes with each epoch recorded once."""
+    run = client.post("/v1/runs", json={**TINY, "epochs": 5, "max_restarts": 1}).json()
+    first = wait_for(
+        lambda: (r := get(client, run["id"]))["training"]["completed_epochs"] >= 1
+        and r["state"] == "running" and r,
+        timeout=180,
+    )  # fmt: skip
+    os.kill(first["pid"], signal.SIGKILL)
+    done = wait_for(
+        lambda: (r := get(client, run["id"]))["state"] in ("succeeded", "failed") and r,
+        timeout=300,
+    )
+    assert done["state"] == "succeeded", done["error"]
+    assert done["restarts"] == 1
+    assert done["restart_causes"] == ["killed: worker killed by signal SIGKILL"]
+    assert done["result"]["resumed_from"]["epoch"] >= 1
+    history = client.get(f"/v1/runs/{run['id']}/history").json()
+    assert [row["epoch"] for row in history] == [1, 2, 3, 4, 5]  # each epoch once
+    assert (
+        "restart 1/1 after: killed: worker killed by signal SIGKILL"
+        in client.get(f"/v1/runs/{run['id']}/logs").text
+    )

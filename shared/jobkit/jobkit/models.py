@@ -80,6 +80,12 @@ class JobPublic(BaseModel):
     finished_at: datetime | None = None
     updated_at: datetime
     cancel_requested: bool = False
+    restarts: int = Field(
+        0, description="Times the runner restarted the job by itself (request.max_restarts)."
+    )
+    restart_causes: list[str] = Field(
+        default_factory=list, description="Why each of those restarts happened, in order."
+    )
 
     @property
     def terminal(self) -> bool:

@@ -13,6 +13,14 @@ record its own end exits with ``EXIT_UNRECORDED`` and its job ends ``out_of_spac
 Each worker runs in its own session / process group (``start_new_session=True``) so that
 cancel and shutdown signal the worker and every process it started; once a worker exits,
 whatever is left of its group is killed.
+
+**Restarts.** A job whose request has ``max_restarts: N`` is put back in the queue by the runner
+itself, up to N times, when it ends for a reason that is not its request's (:data:`RESTARTABLE`:
+its worker killed by a signal, out of memory, or interrupted because the service stopped or
+died); each restart and its cause are in the job's ``restarts``/``restart_causes`` and its log.
+A job the service found running when it started again (its worker gone) or had interrupted at
+shutdown is restarted when the runner starts. Input faults (``invalid_input``, ``data_error``),
+a full volume and cancels are never restarted.
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ from pathlib import Path
 import psutil
 
 from datavolume.layout import DataRoot
-from jobkit.errors import JobStateConflict, QueueFull, VolumeNotWritable
+from jobkit.errors import JobStateConflict, QueueFull, ResourceBusy, VolumeNotWritable
 from jobkit.models import JobError, JobPublic, JobState
 from jobkit.store import JobStore, pid_alive
 from jobkit.worker import EXIT_UNRECORDED
@@ -42,6 +50,8 @@ from jobkit.worker import EXIT_UNRECORDED
 logger = logging.getLogger("jobkit.runner")
 
 LOG_TAIL_BYTES = 64 * 1024
+#: How a job may end and be restarted (``max_restarts``): none of these is its request's fault.
+RESTARTABLE = frozenset({"killed", "out_of_memory", "interrupted"})
 _POLL_S = 0.1
 _IDLE_POLL_S = 1.0
 
@@ -64,6 +74,12 @@ class _Child:
         if self.proc is not None:
             return self.proc.poll() is None
         return pid_alive(self.pid, self.started_at)
+
+
+def restarts_allowed(job: JobPublic) -> int:
+    """The request's ``max_restarts`` (0 when absent or not a positive int)."""
+    value = job.request.get("max_restarts", 0)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def describe_exit(returncode: int) -> str:
@@ -209,7 +225,33 @@ class JobRunner:
         self._orphans_checked = True
         for job_id in interrupted:
             logger.warning("job %s was running when the service stopped: interrupted", job_id)
+        # Those, and those a shutdown interrupted, resume by themselves if they asked to.
+        for job in self.store.list(limit=1_000_000, state=JobState.INTERRUPTED):
+            self._maybe_restart(job.id)
         return interrupted
+
+    def _maybe_restart(self, job_id: str) -> bool:
+        """Queue the job again if it ended for a reason in :data:`RESTARTABLE` and its request
+        allows another restart; returns whether it did."""
+        job = self.store.get(job_id)
+        if self._stopping or job is None or job.error is None:
+            return False
+        if job.state not in (JobState.FAILED, JobState.INTERRUPTED):
+            return False
+        allowed = restarts_allowed(job)
+        if job.error.type not in RESTARTABLE or job.restarts >= allowed:
+            return False
+        cause = f"{job.error.type}: {job.error.message}" if job.error.message else job.error.type
+        try:
+            self.store.reset_for_retry(job_id, restart_cause=cause)
+        except (JobStateConflict, ResourceBusy) as exc:
+            logger.warning("job %s: not restarted: %s", job_id, exc)
+            return False
+        self._append_log(job_id, f"restart {job.restarts + 1}/{allowed} after: {cause}")
+        logger.warning("job %s restarted (%d/%d) after: %s", job_id, job.restarts + 1,
+                       allowed, cause)  # fmt: skip
+        self.wake()
+        return True
 
     def wake(self) -> None:
         """Tell the dispatcher to look at the queue now (call after creating a job)."""
@@ -479,6 +521,10 @@ class JobRunner:
         else:
             self._append_log(child.job_id, f"{how}; job {job.state if job else 'gone'}")
         self._children.pop(child.job_id, None)
+        try:
+            self._maybe_restart(child.job_id)
+        except sqlite3.Error as exc:  # its end is recorded; a restart waits for a new start
+            logger.error("job %s: cannot restart it (%s)", child.job_id, exc)
 
     def _append_log(self, job_id: str, line: str) -> None:
         with contextlib.suppress(OSError), self.log_path(job_id).open("ab") as f:

@@ -58,7 +58,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     created_at       REAL NOT NULL,
     started_at       REAL,
     finished_at      REAL,
-    updated_at       REAL NOT NULL
+    updated_at       REAL NOT NULL,
+    restarts         INTEGER NOT NULL DEFAULT 0,
+    restart_causes   TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX IF NOT EXISTS jobs_state_seq ON jobs (state, queue_seq);
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at);
@@ -67,7 +69,12 @@ CREATE UNIQUE INDEX IF NOT EXISTS jobs_active_resource ON jobs (resource_key)
 """
 
 #: Columns added since the first schema: (name, type), added to older databases on open.
-_ADDED_COLUMNS = {"rate_since": "REAL", "rate_base": "INTEGER"}
+_ADDED_COLUMNS = {
+    "rate_since": "REAL",
+    "rate_base": "INTEGER",
+    "restarts": "INTEGER NOT NULL DEFAULT 0",
+    "restart_causes": "TEXT NOT NULL DEFAULT '[]'",
+}
 
 _TERMINAL_SQL = "('succeeded', 'failed', 'cancelled', 'interrupted')"
 
@@ -197,6 +204,8 @@ class JobStore:
             finished_at=_ts(row["finished_at"]),
             updated_at=_ts(row["updated_at"]),
             cancel_requested=bool(row["cancel_requested"]),
+            restarts=row["restarts"],
+            restart_causes=json.loads(row["restart_causes"]),
         )
 
     def _position(self, conn: sqlite3.Connection, row: sqlite3.Row) -> int | None:
@@ -469,10 +478,12 @@ class JobStore:
                 gone.append(row["id"])
         return gone
 
-    def reset_for_retry(self, job_id: str) -> JobPublic:
+    def reset_for_retry(self, job_id: str, restart_cause: str | None = None) -> JobPublic:
         """Put an interrupted/failed/cancelled job back at the end of the queue (same id and
         request) so it can resume. Clears error, result, pid, timestamps and progress; keeps
-        metrics. Raises ``JobNotFound``, ``JobStateConflict`` or ``ResourceBusy``.
+        metrics. ``restart_cause``: the runner restarts it by itself (counted in ``restarts``,
+        the cause appended to ``restart_causes``). Raises ``JobNotFound``, ``JobStateConflict``
+        or ``ResourceBusy``.
         """
         retryable = (JobState.INTERRUPTED, JobState.FAILED, JobState.CANCELLED)
         with self._transaction() as conn:
@@ -501,6 +512,12 @@ class JobStore:
                 " rate = NULL, eta_s = NULL, updated_at = ? WHERE id = ?",
                 [time.time(), job_id],
             )
+            if restart_cause is not None:
+                conn.execute(
+                    "UPDATE jobs SET restarts = restarts + 1,"
+                    " restart_causes = json_insert(restart_causes, '$[#]', ?) WHERE id = ?",
+                    [restart_cause, job_id],
+                )
             job = self._get(conn, job_id)
             assert job is not None
             return job

@@ -39,6 +39,8 @@ _CHECKPOINT_SUFFIX = ".keras"
 #: What a tag may be, and how many a run may have.
 TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:=+-]{0,31}$"
 MAX_TAGS = 16
+#: Most automatic restarts a run may ask for.
+MAX_RESTARTS = 10
 #: Longest time limit or budget a run may give itself, in minutes (30 days).
 MAX_MINUTES = 30 * 24 * 60
 #: Largest global batch: 4096 images of 64x64x3 uint8 are 50 MB per step on the host; a larger
@@ -267,6 +269,14 @@ class TrainConfig(BaseModel):
         description="Budgeted training: after its first epoch the run sets its number of "
         "epochs (at most `epochs`) so that training ends within this many minutes, and its "
         "learning-rate schedule spans exactly those epochs.",
+    )
+    max_restarts: int = Field(
+        0,
+        ge=0,
+        le=MAX_RESTARTS,
+        description="Restart the run from its last checkpoint, by itself, up to this many times "
+        "when it ends for a reason not its own (its worker killed, out of memory, the service "
+        "stopped or died); never for an input fault. 0: a person resumes it.",
     )
     export_savedmodel: bool = Field(
         True, description="At the end, also export a TF SavedModel (savedmodel/), on any backend."
