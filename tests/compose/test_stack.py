@@ -160,6 +160,23 @@ def test_the_run_shows_in_tensorboard_and_its_files_are_readable(stack: Stack):
             assert time.monotonic() < deadline, f"TensorBoard lists {runs}, not {run['id']}"
             time.sleep(2)
 
+    # Its settings and best scores are in the HParams dashboard (the plugin's own HTTP API).
+    with stack.client("tensorboard") as tensorboard:
+        while True:
+            experiment = (
+                tensorboard.post("/data/plugin/hparams/experiment", json={"experimentName": ""})
+                .raise_for_status()
+                .json()
+            )
+            hparams = {h["name"]: h for h in experiment.get("hparamInfos", [])}
+            if "learning_rate" in hparams:
+                break
+            assert time.monotonic() < deadline, experiment
+            time.sleep(2)
+    assert {"recipe", "width", "batch_size", "flip"} <= set(hparams)
+    metrics = {m["name"]["tag"] for m in experiment.get("metricInfos", [])}
+    assert {"best_val_accuracy", "best_val_top5_accuracy", "epoch_accuracy"} <= metrics, metrics
+
     # Everything on the volume is readable by another uid (here: nobody, in another container).
     unreadable = stack.exec(
         "tensorboard",

@@ -20,7 +20,7 @@ import numpy as np
 
 from datavolume.runs import RunFolder
 from trainer_service.runs import checkpoints
-from trainer_service.runs.history import append_epoch
+from trainer_service.runs.history import append_epoch, read_history
 
 PROGRESS_INTERVAL_S = 0.5
 #: Keras log keys, which are the history columns too (the metrics are named so).
@@ -82,8 +82,11 @@ class RunRecorder(keras.callbacks.Callback):
         keep,
         network=None,
         tta_flip=False,
+        hparams=None,
     ):
         super().__init__()
+        #: The run's settings, for TensorBoard's HParams dashboard (None: not written).
+        self.hparams = hparams
         #: What the checkpoints save: the network (``fit`` may train a wrapper around it).
         self.network = network
         self.tta_flip = tta_flip
@@ -95,6 +98,10 @@ class RunRecorder(keras.callbacks.Callback):
     @property
     def saved_model(self):
         return self.network if self.network is not None else self.model
+
+    def on_train_begin(self, logs=None):
+        if self.hparams is not None:
+            self.events.write_hparams(self.run.root.name, self.hparams)
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch, self.batches = epoch, 0
@@ -174,6 +181,7 @@ class RunRecorder(keras.callbacks.Callback):
             steps_per_epoch=self.steps,
         )
         self.events.write(epoch, row)
+        self.events.write_best(epoch, self.run)
         self.last_epoch_s = row["epoch_time_s"]
         self.ctx.metrics(
             {
@@ -199,11 +207,15 @@ class RunRecorder(keras.callbacks.Callback):
 
 
 class EventFiles:
-    """Epoch scalars as TensorBoard event files (``tensorboard/train`` and ``/validation``).
+    """Epoch scalars as TensorBoard event files (``tensorboard/train`` and ``/validation``), and
+    the run's settings for the HParams dashboard (``tensorboard/`` itself).
 
     The layout and tags of ``keras.callbacks.TensorBoard`` (``epoch_loss``, ...), written with
-    TensorFlow's core summary ops: that callback needs the ``tensorboard`` package, which the
-    trainer's images do not install (TensorFlow is there for tf.data, on either backend).
+    TensorFlow's core summary ops, so either Keras backend writes the same files. The HParams
+    plugin reads ``tensorboard/`` as one session: its settings (written when training starts),
+    the train and validation scalars below it, and ``best_val_accuracy`` /
+    ``best_val_top5_accuracy`` (the best epoch so far), so its table lists every run with its
+    settings and best scores.
     """
 
     def __init__(self, run: RunFolder):
@@ -215,22 +227,44 @@ class EventFiles:
         self._write("train", train, epoch)
         self._write("validation", {key[4:]: row[key] for key in VAL_KEYS}, epoch)
 
-    def _write(self, name: str, values: dict[str, float | None], step: int) -> None:
+    def write_hparams(self, trial_id: str, hparams: dict[str, Any]) -> None:
+        from tensorboard.plugins.hparams import api as hp
+
+        with self._writer("").as_default():
+            hp.hparams(hparams, trial_id=trial_id)
+        self._writer("").flush()
+
+    def write_best(self, epoch: int, run: RunFolder) -> None:
+        best = checkpoints.read_best(run)
+        if best is None:
+            return
+        row = next((r for r in read_history(run) if r["epoch"] == best["epoch"]), {})
+        values = {"best_val_accuracy": row.get("val_accuracy"),
+                  "best_val_top5_accuracy": row.get("val_top5_accuracy")}  # fmt: skip
+        self._write("", values, epoch, prefix="")
+
+    def _writer(self, name: str):
+        import tensorflow as tf
+
+        if name not in self._writers:
+            self._writers[name] = tf.summary.create_file_writer(str(self.folder / name))
+        return self._writers[name]
+
+    def _write(
+        self, name: str, values: dict[str, float | None], step: int, prefix: str = "epoch_"
+    ) -> None:
         import tensorflow as tf
         from tensorflow.core.framework import summary_pb2
 
         metadata = summary_pb2.SummaryMetadata()
         metadata.plugin_data.plugin_name = "scalars"
         metadata.data_class = summary_pb2.DATA_CLASS_SCALAR
-        if name not in self._writers:
-            self._writers[name] = tf.summary.create_file_writer(str(self.folder / name))
-        writer = self._writers[name]
+        writer = self._writer(name)
         with writer.as_default():
             for tag, value in values.items():
                 if value is not None:
-                    tf.summary.write(
-                        f"epoch_{tag}", tf.constant(value, tf.float32), step=step, metadata=metadata
-                    )
+                    scalar = tf.constant(value, tf.float32)
+                    tf.summary.write(f"{prefix}{tag}", scalar, step=step, metadata=metadata)
         writer.flush()
 
     def close(self) -> None:

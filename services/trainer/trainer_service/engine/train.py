@@ -211,6 +211,7 @@ def fit_epochs(trained, model, config: TrainConfig, run: RunFolder, ctx, data, e
             keep=config.keep_checkpoints,
             network=model,
             tta_flip=config.tta_flip,
+            hparams=config.hparams(),
         ),
         rules,
     ]

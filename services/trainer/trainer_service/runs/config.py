@@ -9,6 +9,7 @@ turns into a 422 naming that field.
 
 from __future__ import annotations
 
+import json
 from pathlib import PurePosixPath
 from typing import Annotated, Literal
 
@@ -383,6 +384,17 @@ class TrainConfig(BaseModel):
     def filters(self) -> int:
         """The width as an int (presets resolved)."""
         return resolve_width(self.width)
+
+    def hparams(self) -> dict[str, bool | int | float | str]:
+        """Every setting as a TensorBoard HParams value (numbers, strings and booleans; lists
+        and nested settings as JSON; unset ones left out)."""
+        values: dict[str, bool | int | float | str] = {}
+        for key, value in self.model_dump(mode="json").items():
+            if isinstance(value, bool | int | float | str):
+                values[key] = value
+            elif value is not None:
+                values[key] = json.dumps(value, sort_keys=True)
+        return values
 
 
 def recipe_values(name: str) -> dict:
