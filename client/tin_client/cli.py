@@ -132,10 +132,19 @@ def _find(clients: Clients, job_id: str) -> tuple[ServiceClient, dict[str, Any]]
 
 
 def _table(rows: list[dict[str, Any]], columns: dict[str, Any]) -> None:
-    table = Table(*columns, box=None, pad_edge=False)
-    for row in rows:
-        table.add_row(*(str(get(row)) for get in columns.values()))
-    console.print(table)
+    """A plain table. Its first column (the ids people copy) is never cut; piped, no column is
+    (the table is as wide as its cells, not the 80 columns of a pipe)."""
+    cells = [[str(get(row)) for get in columns.values()] for row in rows]
+    first = max([len(name) for name in columns][:1] + [len(c[0]) for c in cells])
+    table = Table(box=None, pad_edge=False)
+    for i, name in enumerate(columns):
+        table.add_column(name, no_wrap=i == 0, min_width=first if i == 0 else None)
+    for row in cells:
+        table.add_row(*row)
+    if console.is_terminal:
+        console.print(table)
+    else:
+        Console(highlight=False, width=10_000).print(table)
 
 
 # ---------------------------------------------------------------- dataset service

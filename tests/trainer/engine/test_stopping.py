@@ -160,3 +160,16 @@ def test_the_schedule_spans_the_budgeted_epochs_and_a_resume_keeps_the_plan(
 
     again = train(run, data_root, **fields)  # a resume: nothing left to train in the plan
     assert again["budget"]["epochs"] == 2 and again["epochs_completed"] == 2
+
+
+def test_a_real_time_budget_is_honoured_within_one_epoch(tmp_path, data_root):
+    # No stand-ins: the first epoch's real pace sets the plan, and the training time (every
+    # epoch, validation included) ends within the budget plus at most one epoch.
+    run = RunFolder(tmp_path / "run")
+    budget_s = 12.0
+    result = train(run, data_root, epochs=200, time_budget_min=budget_s / 60)
+    rows = json.loads(run.history_json.read_text())
+    planned = result["budget"]["epochs"]
+    assert 1 <= planned < 200 and [row["epoch"] for row in rows] == list(range(1, planned + 1))
+    spent = sum(row["epoch_time_s"] for row in rows)
+    assert spent <= budget_s + max(row["epoch_time_s"] for row in rows), (spent, rows)
