@@ -355,6 +355,20 @@ def section_names(path: Path) -> list[str]:
     return re.findall(r"<!-- bench:([\w-]+):start -->", Path(path).read_text(encoding="utf-8"))
 
 
+def run_standalone(module, argv: Sequence[str] | None = None) -> int:
+    """``main`` of a benchmark that needs no prepared data (``NEEDS_DATA = False``): its own
+    options, ``module.run``, then its section of ``--output``, also printed."""
+    p = common_parser(module.__doc__)
+    module.add_arguments(p)
+    args = p.parse_args(argv)
+    name = module.__spec__.name if module.__spec__ else module.__name__  # not "__main__"
+    info = RunInfo.now(command_line(name, argv), args.repeats)
+    body = module.run(None, args, info)
+    replace_section(args.output, module.SECTION, body)
+    print(body)
+    return 0
+
+
 def common_parser(description: str | None) -> argparse.ArgumentParser:
     """The options every benchmark script takes."""
     p = argparse.ArgumentParser(

@@ -17,7 +17,7 @@ import argparse
 import sys
 import time
 
-from bench.common import RunInfo, Stats, command_line, common_parser, log, md_table, run_child
+from bench.common import RunInfo, Stats, log, md_table, run_child, run_standalone
 from bench.recipe_variants import step_variants
 
 SECTION = "recipe-step"
@@ -161,16 +161,7 @@ def run(data, args, info: RunInfo) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bench.common import replace_section
-
-    p = common_parser(__doc__)
-    add_arguments(p)
-    args = p.parse_args(argv)
-    info = RunInfo.now(command_line("bench.recipe_step", argv), args.repeats)
-    body = run(None, args, info)
-    replace_section(args.output, SECTION, body)
-    print(body)
-    return 0
+    return run_standalone(sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":

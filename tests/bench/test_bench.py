@@ -296,3 +296,21 @@ def test_predict_render():
     assert "| tensorflow | half | 4.5 (4.0..5.0) | 6.5 (6.0..7.0) | 500 (500..500) |" in text
     assert "| jax | full | 3.0 (3.0..3.0) | 4.0 (4.0..4.0) | 700 (700..700) |" in text
     assert "| beside predictions back to back (12 in all) | 80.0 (80.0..80.0) | 0.80x |" in text
+
+
+def test_a_standalone_benchmark_writes_its_section_and_names_its_command(tmp_path, capsys):
+    import types
+
+    from bench.common import run_standalone
+
+    seen = {}
+    module = types.SimpleNamespace(
+        __doc__="a benchmark", __name__="__main__", SECTION="x",
+        __spec__=types.SimpleNamespace(name="bench.something"), add_arguments=lambda p: None,
+        run=lambda data, args, info: seen.setdefault("command", info.command) and "the table",
+    )  # fmt: skip
+    out = tmp_path / "B.md"
+    out.write_text("<!-- bench:x:start -->\n<!-- bench:x:end -->\n")
+    assert run_standalone(module, ["--output", str(out), "--repeats", "1"]) == 0
+    assert seen["command"] == f"python -m bench.something --output {out} --repeats 1"
+    assert "the table" in out.read_text() and "the table" in capsys.readouterr().out
