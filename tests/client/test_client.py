@@ -3,6 +3,8 @@ names, Retry-After honoured while polling; and its defaults agree with the servi
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 
@@ -158,3 +160,44 @@ def test_predict_gives_up_on_a_predictor_that_stays_busy():
     with trainer, pytest.raises(ApiError) as refused:
         trainer.predict("r1", [("a", b"x")], busy_retries=2)
     assert refused.value.status == 429 and sleeps == [2.0, 2.0]  # no Retry-After: the default
+
+
+def test_a_run_ends_early_by_its_rule_and_keeps_its_dataset_version(live: Live):
+    """Through the real services: early stopping ends a run succeeded and says why; a run reads
+    the dataset version it began with, its status says when the dataset was prepared again, and
+    once that version is pruned a resume is a 409 that says why."""
+    name = "syn-versions"
+    source = {"kind": "synthetic", "classes": 3, "train_per_class": 8, "val_per_class": 2,
+              "test_images": 2}  # fmt: skip
+
+    def prepare(seed: int) -> None:
+        with live.dataset() as dataset:
+            job = dataset.wait(dataset.prepare(name, {**source, "seed": seed})["id"], timeout=300)
+            assert job["state"] == "succeeded", job
+
+    prepare(1)
+    with live.trainer() as trainer:
+        stopped = trainer.wait(trainer.train(
+            name, epochs=8, early_stopping={"patience": 1, "min_delta": 2.0}, **TINY_RUN
+        )["id"], timeout=300)  # fmt: skip
+        assert stopped["state"] == "succeeded", stopped
+        assert stopped["result"]["stopped_early"] == "early_stopping"
+        assert stopped["training"]["completed_epochs"] == 2
+
+        long = trainer.train(name, epochs=500, **TINY_RUN)["id"]
+        deadline = time.monotonic() + 300
+        while trainer.get(long)["training"]["completed_epochs"] < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.3)
+        trainer.cancel(long)
+        run = trainer.wait(long, timeout=300)
+        assert run["state"] == "cancelled" and run["dataset"]["current"] is True
+
+        prepare(2)  # prepared again: the run's version is the previous one, still kept
+        assert trainer.get(long)["dataset"] == {**run["dataset"], "current": False}
+        prepare(3)  # and again: the volume keeps two versions, the run's is gone
+        assert trainer.get(long)["dataset"]["available"] is False
+        with pytest.raises(ApiError) as refused:
+            trainer.resume(long)
+    assert refused.value.status == 409
+    assert "is no longer on the volume" in refused.value.detail
