@@ -18,9 +18,11 @@ augmentation; the data are the same for every arm):
    same for every arm, and the epoch-counted schedule points (decay epochs, warm-up) scale with
    the epochs. (The recipes' own rates are tuned for 100,000 images, tens of thousands of steps;
    scaled to a few hundred steps on 400 images by the linear rule, neither trains at all here.)
-2. each option alone: the fast recipe's optimizer and schedule with every augmentation and
+2. the fast recipe with one of its parts off (its flips, its label smoothing, its zero-initialised
+   residual branches): what each part adds to the whole on the shift set;
+3. each option alone: the fast recipe's optimizer and schedule with every augmentation and
    regularizer off (``none``), then each option of ``bench.recipe_variants.FEATURES`` alone;
-3. the flip on the mirror set: the homework recipe as it is, and with its flip off.
+4. the flip on the mirror set: the homework recipe as it is, and with its flip off.
 
 With ``--archive`` it prepares the real ``tiny-imagenet-200.zip`` and trains each recipe exactly as
 it is (the full model, every value), then prints their val top-1/top-5 and time: the measurement
@@ -43,7 +45,7 @@ from bench.recipe_variants import FEATURES, OFF
 SECTION = "recipes"
 NEEDS_DATA = False
 DATASET = "recipes"
-TABLES = ("recipes", "options", "flip")
+TABLES = ("recipes", "parts", "options", "flip")
 
 
 # ---------------------------------------------------------------------------- arms
@@ -67,6 +69,14 @@ def scaled(recipe: str, epochs: int, batch: int, learning_rate: float) -> dict:
     }
 
 
+#: The parts of the fast recipe beyond its crops and optimizer, each as the fields that turn it off.
+FAST_PARTS = {
+    "flip and test-time flip": ("flip", "tta_flip"),
+    "label smoothing": ("label_smoothing",),
+    "zero-init residual": ("zero_init_residual",),
+}
+
+
 def arms(epochs: int, batch: int, learning_rate: float) -> dict[str, dict[str, dict]]:
     """Table -> arm -> the run's fields (the set is in ``"set"``)."""
     homework = scaled("homework", epochs, batch, learning_rate)
@@ -74,6 +84,10 @@ def arms(epochs: int, batch: int, learning_rate: float) -> dict[str, dict[str, d
     none = {**fast, **OFF}
     return {
         "recipes": {"homework": {**homework, "set": "shift"}, "fast": {**fast, "set": "shift"}},
+        "parts": {
+            f"fast, {part} off": {**fast, **{k: OFF[k] for k in keys}, "set": "shift"}
+            for part, keys in FAST_PARTS.items()
+        },
         "options": {
             "none": {**none, "set": "shift"},
             **{name: {**none, **fields, "set": "shift"} for name, fields in FEATURES.items()},
@@ -219,6 +233,7 @@ def render(found, info: RunInfo, args) -> str:
     if set(found) != set(TABLES):
         raise ValueError(f"the section needs every table, measured {sorted(found)}")
     recipes, recipe_margins = render_table(found["recipes"], "homework")
+    parts, _ = render_table({"fast": found["recipes"]["fast"], **found["parts"]}, "fast")
     options, _ = render_table(found["options"], "none")
     flip, flip_margins = render_table(found["flip"], "homework (flip on)")
     fast_runs = [r["final_val"] for r in found["recipes"]["fast"]]
@@ -234,6 +249,8 @@ def render(found, info: RunInfo, args) -> str:
         f"{info.header(note, cells='repeats are seeds; cells: mean ± standard deviation')}\n\n"
         f"{summary}\n\n"
         f"#### The recipes on the shift set\n\n{recipes}\n\n"
+        f"#### The fast recipe with one part off, on the shift set (the fast runs above)\n\n"
+        f"{parts}\n\n"
         f"#### Each option alone on the shift set (the fast recipe's optimizer and schedule)\n\n"
         f"{options}\n\n"
         f"#### The flip on the mirror set\n\n{flip}\n"

@@ -105,6 +105,17 @@ def test_every_option_and_arm_is_a_valid_run():
     options = tables["options"]
     assert {k: options["none"][k] for k in OFF} == OFF
     assert tables["flip"]["homework, flip off"]["flip"] is False
+    parts = tables["parts"]
+    assert set(parts) == {f"fast, {part} off" for part in recipes.FAST_PARTS}
+    for name, fields in parts.items():
+        changed = {k for k in fields if fields[k] != fast.get(k)}
+        assert changed and all(fields[k] == OFF[k] for k in changed), name  # only its part off
+    flips_off = parts["fast, flip and test-time flip off"]
+    assert (flips_off["flip"], flips_off["tta_flip"], flips_off["crop_padding"]) == (
+        False,
+        False,
+        4,
+    )
 
 
 def _run(final, best=None, train=0.9):
@@ -115,6 +126,7 @@ def _run(final, best=None, train=0.9):
 def test_the_section_states_the_margins_per_seed():
     found = {
         "recipes": {"homework": [_run(0.2), _run(0.3)], "fast": [_run(0.5), _run(0.4)]},
+        "parts": {"fast, flip and test-time flip off": [_run(0.7), _run(0.7)]},
         "options": {"none": [_run(0.2), _run(0.2)], "flip": [_run(0.1), _run(0.3)]},
         "flip": {"homework (flip on)": [_run(0.5), _run(0.5)],
                  "homework, flip off": [_run(0.9), _run(0.8)]},
@@ -127,6 +139,11 @@ def test_the_section_states_the_margins_per_seed():
     assert "the smallest per-seed margin +10.0" in text
     assert "Turning the flip off on the mirror set: +35.0 points" in text
     assert "| fast | 45.0 ± 7.1 | 50.0, 40.0 | +20.0 (seeds +30.0, +10.0) |" in text
+    # the parts table is relative to the fast runs of the recipes table
+    assert (
+        "| fast, flip and test-time flip off | 70.0 ± 0.0 | 70.0, 70.0 "
+        "| +25.0 (seeds +20.0, +30.0) |" in text
+    )
     with pytest.raises(ValueError, match="needs every table"):
         recipes.render({"recipes": found["recipes"]}, INFO, args)
 
