@@ -39,9 +39,11 @@ from dataset_service.layout_names import (
     VAL_DIR,
     WNIDS_FILE,
     WORDS_FILE,
+    box_line,
     boxes_file_name,
     test_image_name,
     train_image_name,
+    val_annotation_line,
     val_image_name,
 )
 
@@ -209,7 +211,7 @@ def write_tree(root: Path, spec: RecipeDataSpec) -> Path:
             size, x0, y0 = _placement(spec, "train", rng)
             name = train_image_name(wnid, i)
             (folder / name).write_bytes(_jpeg(render(polygon, size, x0, y0, rng)))
-            boxes.append(f"{name}\t{x0}\t{y0}\t{x0 + size}\t{y0 + size}\n")
+            boxes.append(box_line(name, (x0, y0, x0 + size, y0 + size)))
         (out / TRAIN_DIR / wnid / boxes_file_name(wnid)).write_text("".join(boxes))
     val = out / VAL_DIR / IMAGES_DIR
     val.mkdir(parents=True)
@@ -219,7 +221,7 @@ def write_tree(root: Path, spec: RecipeDataSpec) -> Path:
         size, x0, y0 = _placement(spec, "val", rng)
         name = val_image_name(i)
         (val / name).write_bytes(_jpeg(render(shapes[label][1], size, x0, y0, rng)))
-        annotations.append(f"{name}\t{wnids[label]}\t{x0}\t{y0}\t{x0 + size}\t{y0 + size}\n")
+        annotations.append(val_annotation_line(name, wnids[label], (x0, y0, x0 + size, y0 + size)))
     (out / VAL_DIR / VAL_ANNOTATIONS).write_text("".join(annotations))
     test = out / TEST_DIR / IMAGES_DIR
     test.mkdir(parents=True)

@@ -54,4 +54,14 @@ def test_image_name(index: int) -> str:
     return f"{TEST_IMAGE_PREFIX}{index}{IMAGE_EXT}"
 
 
+def box_line(image: str, box) -> str:
+    """One line of a ``<wnid>_boxes.txt``: ``<file><TAB>x0<TAB>y0<TAB>x1<TAB>y1``."""
+    return "\t".join([image, *(str(int(v)) for v in box)]) + "\n"
+
+
+def val_annotation_line(image: str, wnid: str, box) -> str:
+    """One line of ``val_annotations.txt``: ``<file><TAB>wnid<TAB>x0<TAB>y0<TAB>x1<TAB>y1``."""
+    return "\t".join([image, wnid, *(str(int(v)) for v in box)]) + "\n"
+
+
 test_image_name.__test__ = False  # type: ignore[attr-defined]  # not a pytest test when imported

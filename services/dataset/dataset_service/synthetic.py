@@ -51,9 +51,11 @@ from dataset_service.layout_names import (
     VAL_DIR,
     WNIDS_FILE,
     WORDS_FILE,
+    box_line,
     boxes_file_name,
     test_image_name,
     train_image_name,
+    val_annotation_line,
     val_image_name,
 )
 from dataset_service.processes import worker_context
@@ -362,11 +364,12 @@ def _run_task(task: _Task) -> tuple[int, int, int, list[str]]:
             data = _encode(pixels[j], int(kinds[lo + j]), spec.quality)
             with open(os.path.join(image_dir, names[lo + j]), "wb") as f:
                 f.write(data)
-            box = "\t".join(str(v) for v in boxes[j].tolist())
+            box = boxes[j].tolist()
             if task.split == _TRAIN:
-                lines.append(f"{names[lo + j]}\t{box}\n")
+                lines.append(box_line(names[lo + j], box))
             elif task.split == _VAL:
-                lines.append(f"{names[lo + j]}\t{wnids[int(task.labels[lo + j])]}\t{box}\n")
+                label_wnid = wnids[int(task.labels[lo + j])]
+                lines.append(val_annotation_line(names[lo + j], label_wnid, box))
 
     if task.split == _TRAIN:
         with open(os.path.join(folder, boxes_file_name(wnid)), "w", newline="\n") as f:
