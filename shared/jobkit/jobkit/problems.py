@@ -90,12 +90,17 @@ class ProblemError(StarletteHTTPException):
 
 def problem_response(request: Request, problem: ProblemError) -> JSONResponse:
     """``problem`` as an ``application/problem+json`` response; ``instance`` is the path."""
+    return problem_response_at(request.url.path, problem)
+
+
+def problem_response_at(path: str, problem: ProblemError) -> JSONResponse:
+    """``problem`` as a response for ``path`` (for ASGI code that has no ``Request``)."""
     body: dict[str, Any] = {
         "type": problem.type,
         "title": problem.title,
         "status": problem.status,
         "detail": problem.problem_detail,
-        "instance": request.url.path,
+        "instance": path,
         **problem.extra,
     }
     return JSONResponse(

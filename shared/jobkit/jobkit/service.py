@@ -10,7 +10,6 @@ need by name; tests can override the getters.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,7 +20,13 @@ from fastapi.openapi.utils import get_openapi
 
 from jobkit.api import health_router
 from jobkit.auth import bearer_token_dependency
-from jobkit.problems import PROBLEM_JSON, ProblemError, install_problem_handlers, problem_type
+from jobkit.problems import (
+    PROBLEM_JSON,
+    ProblemError,
+    install_problem_handlers,
+    problem_response_at,
+    problem_type,
+)
 from jobkit.runner import JobRunner
 from jobkit.settings import ServiceSettings
 from jobkit.store import JobStore
@@ -154,7 +159,7 @@ class BodyLimit:
         limit = self.limit(scope.get("path", ""))
         declared = dict(scope["headers"]).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > limit:
-            await self._too_large(scope, send, limit)
+            await self._too_large(scope, receive, send, limit)
             return
         messages, size = [], 0
         while True:
@@ -162,7 +167,7 @@ class BodyLimit:
             messages.append(message)
             size += len(message.get("body", b""))
             if size > limit:
-                await self._too_large(scope, send, limit)
+                await self._too_large(scope, receive, send, limit)
                 return
             if message["type"] != "http.request" or not message.get("more_body"):
                 break
@@ -173,19 +178,14 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
     @staticmethod
-    async def _too_large(scope, send, limit: int) -> None:
-        body = json.dumps(
-            {
-                "type": problem_type("body-too-large"),
-                "title": "Content Too Large",
-                "status": 413,
-                "detail": f"the request body is larger than {limit:,} bytes",
-                "instance": scope.get("path", ""),
-            }
-        ).encode()
-        headers = [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", b"%d" % len(body))]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+    async def _too_large(scope, receive, send, limit: int) -> None:
+        problem = ProblemError(
+            413,
+            "Content Too Large",
+            f"the request body is larger than {limit:,} bytes",
+            type_=problem_type("body-too-large"),
+        )
+        await problem_response_at(scope.get("path", ""), problem)(scope, receive, send)
 
 
 #: The RFC 9457 body every error answer has (``errors`` on 422s: one entry per invalid field).
