@@ -1,5 +1,5 @@
-"""The host-side twin of ``shard_format.preprocess.Preprocess`` (TF ops in tf.data), for the
-input-pipeline benchmark's comparison with preprocessing on the CPU cores: the trainer itself
+"""The host-side twin of ``trainer_service.model.preprocess.Preprocess`` (TF ops in tf.data), for
+the input-pipeline benchmark's comparison with preprocessing on the CPU cores: the trainer itself
 preprocesses inside the model, on the accelerator.
 """
 
@@ -24,7 +24,7 @@ def flip_generator(seed: int | None = None) -> tf.random.Generator:
 def preprocess_batch(
     images: tf.Tensor, training: bool, generator: tf.random.Generator | None = None
 ) -> tf.Tensor:
-    """Host-side twin of :class:`shard_format.preprocess.Preprocess` with TF ops, in as few
+    """Host-side twin of :class:`trainer_service.model.preprocess.Preprocess` with TF ops, in as few
     passes over the batch as it takes (the host's cores also decode): the flip on the uint8
     images (a quarter of the bytes of the floats), then mean and std per image in the 0..255
     scale, where ``(x - mean) / max(std, 255 / sqrt(n))`` is the ``[0, 1]`` standardization.

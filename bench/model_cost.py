@@ -1,6 +1,6 @@
 """What a model costs, measured on a real Keras model (the benchmarks' counterpart of the
-closed-form ``trainer_service.architecture``): multiply-adds counted from the layers a forward pass
-calls, activation sizes, and the peak memory of one training step.
+closed-form ``trainer_service.model.architecture``): multiply-adds counted from the layers a
+forward pass calls, activation sizes, and the peak memory of one training step.
 
     python -m bench.model_cost --width full [--batch-size 32]
 """
@@ -175,7 +175,7 @@ def measure_train_step_memory(
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m bench.model_cost``: the model's MACs (counted) and train-step memory."""
-    from trainer_service.architecture import parse_levels, resolve_width
+    from trainer_service.model.architecture import parse_levels, resolve_width
     from trainer_service.model.resnet import build_resnet
 
     parser = argparse.ArgumentParser(prog="python -m bench.model_cost", description=__doc__)

@@ -147,11 +147,11 @@ def child_train(data_root: str, run_dir: str, fields: dict) -> dict:
 
     started = time.perf_counter()
     result = train(TrainConfig(**fields), Path(run_dir), Path(data_root), LocalContext())
-    history = result["history"][-1]
+    history = result.history[-1]
     return {
         "final_val": history["val_accuracy"],
         "final_val_top5": history["val_top5_accuracy"],
-        "best_val": result["best"]["val_accuracy"],
+        "best_val": result.best["val_accuracy"],
         "final_train": history["accuracy"],
         "seconds": time.perf_counter() - started,
     }

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from bench.host_preprocess import flip_generator, preprocess_batch
-from shard_format.preprocess import Preprocess, standardize
+from trainer_service.model.preprocess import Preprocess, standardize
 
 
 def _batch(n=8, seed=0):

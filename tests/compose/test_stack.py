@@ -107,7 +107,7 @@ IMAGE_LOGITS = """
 import json, sys
 import numpy as np
 import tensorflow as tf
-from trainer_service.inference.classify import load_for_inference
+from trainer_service.model.saved import load_for_inference
 images = np.random.default_rng(5).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
 keras_logits = load_for_inference(sys.argv[1] + "/model.keras").predict(images, verbose=0)
 served = tf.saved_model.load(sys.argv[1] + "/savedmodel")

@@ -5,10 +5,13 @@ lazy ones inside functions included (they once hid a cycle: ``predict`` and ``tr
 - a service imports neither the other service nor the client; the client imports no service
   (it speaks HTTP);
 - every package declares, in its pyproject, the project packages it imports;
-- inside the trainer: ``model`` imports neither ``runs`` nor ``engine``; what the API process
-  imports (``main``, ``api``, ``runs`` and the Keras-free ``inference`` modules) imports neither
-  ``engine`` nor ``model``, nor Keras, TensorFlow or JAX (``tests/trainer/api/test_predict.py``
-  checks the running process too);
+- inside the trainer, its rooms stand on floors (:data:`TRAINER_FLOORS`) and every import runs
+  down or stays in its room: rooms side by side never import each other (``engine`` and
+  ``inference``), so the drawing has no arrow running up; no module of the package root imports
+  ``runs``;
+- what the API process imports (everything ``main`` reaches) never reaches the ``engine``, nor
+  Keras, TensorFlow or JAX (``tests/trainer/api/test_classify.py`` checks the running process
+  too), and ``runs`` never reaches Keras;
 - no import cycle among all the project's modules.
 """
 
@@ -116,25 +119,70 @@ def forbidden_imports(graph: dict[str, set[str]]) -> list[str]:
     return sorted(broken)
 
 
+#: The trainer's rooms, bottom floor first: a module imports its own room and the floors below.
+#: The rooms of one floor stand side by side and never import each other.
+TRAINER_FLOORS: list[tuple[str, ...]] = [
+    ("trainer_service",),  # the package's own __init__
+    ("trainer_service.settings",),
+    ("trainer_service.model",),
+    ("trainer_service.runs",),
+    ("trainer_service.engine", "trainer_service.inference"),
+    ("trainer_service.jobs",),
+    ("trainer_service.api",),
+    ("trainer_service.main", "trainer_service.__main__"),
+]
+#: The modules of the trainer package's root (what may not import ``runs``).
+TRAINER_ROOT = ("trainer_service", "trainer_service.settings", "trainer_service.main",
+                "trainer_service.__main__")  # fmt: skip
+
+
+def room_of(module: str) -> tuple[int, str] | None:
+    """(floor, room) of a trainer module: its longest room prefix; None outside the trainer."""
+    found = None
+    for floor, rooms in enumerate(TRAINER_FLOORS):
+        for room in rooms:
+            if (module == room or module.startswith(room + ".")) and (
+                found is None or len(room) > len(found[1])
+            ):
+                found = (floor, room)
+    return found
+
+
+def reach(graph: dict[str, set[str]], start: str) -> set[str]:
+    """Everything ``start`` imports, directly or not (outside packages by their top name)."""
+    seen, todo = set(), [start]
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo.extend(graph.get(name, ()))
+    return seen - {start}
+
+
 def trainer_layer_breaches(graph: dict[str, set[str]]) -> list[str]:
-    """Imports that run back up the trainer's layers, or pull Keras into its Keras-free part."""
-    keras_free = ("trainer_service.engine", "trainer_service.model", *KERAS_STACK)
-    rules = {
-        "trainer_service.model": ("trainer_service.runs", "trainer_service.engine"),
-        "trainer_service.runs": keras_free,
-        # what the API process runs: its routes, and the inference modules they use
-        "trainer_service.main": keras_free,
-        "trainer_service.api": keras_free,
-        **{f"trainer_service.inference.{name}": keras_free
-           for name in ("predictor", "process", "images", "card")},
-    }  # fmt: skip
+    """Imports that run up the trainer's floors or sideways between rooms, root modules that
+    import ``runs``, and the Keras-free parts reaching Keras or the engine."""
     broken = []
     for name, targets in graph.items():
-        for layer, banned in rules.items():
-            if name == layer or name.startswith(layer + "."):
-                for target in targets:
-                    if any(target == b or target.startswith(b + ".") for b in banned):
-                        broken.append(f"{name} -> {target}")
+        here = room_of(name)
+        for target in targets:
+            there = room_of(target)
+            if here is None or there is None or there[1] == here[1]:
+                continue
+            if there[0] > here[0]:
+                broken.append(f"{name} -> {target} (up: {here[1]} below {there[1]})")
+            elif there[0] == here[0]:
+                broken.append(f"{name} -> {target} (sideways: {here[1]} beside {there[1]})")
+            elif name in TRAINER_ROOT and there[1] == "trainer_service.runs":
+                broken.append(f"{name} -> {target} (the package root imports runs)")
+    keras_free = {
+        "trainer_service.main": ("trainer_service.engine", *KERAS_STACK),  # the API process
+        **{name: KERAS_STACK for name in graph if name.startswith("trainer_service.runs")},
+    }
+    for start, banned in keras_free.items():
+        for target in sorted(reach(graph, start)):
+            if any(target == b or target.startswith(b + ".") for b in banned):
+                broken.append(f"{start} reaches {target}")
     return sorted(broken)
 
 
@@ -147,7 +195,8 @@ def declared_project_packages(folder: Path) -> set[str]:
 
 def test_the_graph_sees_lazy_imports():
     graph = import_graph()
-    assert "trainer_service.engine.train" in graph["trainer_service.jobs"]  # inside a function
+    # inside a function
+    assert "trainer_service.engine.train" in graph["trainer_service.jobs.training"]
     assert "trainer_service.engine.evaluate" in graph["trainer_service.engine.train"]
     assert "keras" in graph["trainer_service.engine.train"]
 
@@ -169,7 +218,7 @@ def test_libraries_services_and_the_client_import_only_what_they_may():
     [
         ("jobkit.service", "dataset_service.settings"),
         ("dataset_service.prepare", "trainer_service.runs.config"),
-        ("trainer_service.jobs", "tin_client.client"),
+        ("trainer_service.jobs.training", "tin_client.client"),
         ("tin_client.cli", "jobkit.models"),
     ],
 )
@@ -183,20 +232,39 @@ def test_the_trainers_layers_import_only_downwards():
     assert trainer_layer_breaches(import_graph()) == []
 
 
-def test_a_layer_breach_is_found():
+@pytest.mark.parametrize(
+    ("importer", "imported", "found"),
+    [
+        # engine and inference apart, both ways
+        ("trainer_service.engine.train", "trainer_service.inference.export", "sideways"),
+        ("trainer_service.inference.classify", "trainer_service.engine.objective", "sideways"),
+        # the job below the routes (which queue it), and the app on top
+        ("trainer_service.jobs.training", "trainer_service.api.schemas", "up"),
+        ("trainer_service.api.runs", "trainer_service.main", "up"),
+        # nothing runs up
+        ("trainer_service.model.resnet", "trainer_service.runs.config", "up"),
+        ("trainer_service.model.saved", "trainer_service.engine.train", "up"),
+        ("trainer_service.runs.history", "trainer_service.inference.images", "up"),
+        ("trainer_service.runs.card", "trainer_service.api.schemas", "up"),
+        ("trainer_service.settings", "trainer_service.model.architecture", "up"),
+        # the package root imports no runs/ module, even where the floors would allow it
+        ("trainer_service.main", "trainer_service.runs.config", "the package root imports runs"),
+        # the API process never reaches Keras or the engine, runs/ never Keras
+        ("trainer_service.api.present", "trainer_service.model.resnet", "reaches keras"),
+        ("trainer_service.inference.classifier", "jax", "reaches jax"),
+        ("trainer_service.runs.history", "keras", "reaches keras"),
+    ],
+)
+def test_a_layer_breach_is_found(importer, imported, found):
     graph = {**import_graph()}
-    graph["trainer_service.runs.history"] = graph["trainer_service.runs.history"] | {"keras"}
-    graph["trainer_service.model.resnet"] = graph["trainer_service.model.resnet"] | {
-        "trainer_service.engine.schedule"
-    }
-    graph["trainer_service.inference.predictor"] = graph["trainer_service.inference.predictor"] | {
-        "jax"
-    }
-    assert trainer_layer_breaches(graph) == [
-        "trainer_service.inference.predictor -> jax",
-        "trainer_service.model.resnet -> trainer_service.engine.schedule",
-        "trainer_service.runs.history -> keras",
-    ]
+    graph[importer] = graph[importer] | {imported}
+    breaches = trainer_layer_breaches(graph)
+    assert any(found in breach for breach in breaches), breaches
+
+
+def test_every_trainer_module_has_a_room():
+    trainer = [name for name in import_graph() if name.startswith("trainer_service")]
+    assert [name for name in trainer if room_of(name) is None] == []
 
 
 @pytest.mark.parametrize("package", PACKAGES)

@@ -24,6 +24,15 @@ def tiny_config(**overrides: Any):
     return TrainConfig(**{**TINY, "epochs": 2, **overrides})
 
 
+def run_to_end(config, run_dir: Path, data_root: Path, ctx=None) -> dict[str, Any]:
+    """A run as its worker runs it (train, then the exports and the model card): its result as
+    the job records it."""
+    from jobkit.context import LocalContext
+    from trainer_service.jobs.training import train_run
+
+    return train_run(config, run_dir, data_root, ctx or LocalContext()).as_dict()
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, interval: float = 0.05) -> Any:
     """Poll ``predicate`` until it returns something truthy; AssertionError on timeout."""
     deadline = time.monotonic() + timeout

@@ -316,7 +316,7 @@ def test_bearer_token_guards_everything_but_health(data_root: Path):
 
 
 def test_model_report_is_closed_form_and_bounded(api: Offline):
-    from trainer_service.architecture import size
+    from trainer_service.model.architecture import size
 
     report = api.client.get("/v1/model-report", params={"width": 8, "levels": "1,1", "classes": 4})
     assert report.status_code == 200, report.text
@@ -336,7 +336,7 @@ def test_model_report_is_closed_form_and_bounded(api: Offline):
 
 
 def test_the_schema_states_the_bounds_of_every_level(api):
-    from trainer_service.architecture import MAX_LEVELS, MAX_REPEATS
+    from trainer_service.model.architecture import MAX_LEVELS, MAX_REPEATS
 
     schemas = api.client.get("/openapi.json").json()["components"]["schemas"]
     levels = next(

@@ -1,14 +1,27 @@
 """Trainer service: trains the bottleneck ResNet from the dataset service's shards.
 
-Layers, each importing only those below it (``tests/packaging/test_imports.py`` checks):
+Its rooms, each importing only those below it (``tests/packaging/test_imports.py`` checks every
+import, lazy ones included, and that the drawing has no arrow running up):
 
-- ``api/``, ``main``, ``jobs``, ``predict``, ``saved``: the routes, the app, the job function
-  the worker runs, the test-set predictions CLI, loading what a run saved;
-- ``engine/``: Keras: the training loop, its callbacks, runtime, schedule, input pipelines,
-  evaluation (imported by the worker only);
+- ``main``, ``__main__``: the app and its entry point;
+- ``api/``: the routes, the API's request and response models (``schemas``) and how a run is
+  presented;
+- ``jobs/``: what a worker process runs: a training run from start to end (train, export, model
+  card); its ``__init__`` names the job kinds the API queues;
+- ``engine/`` (Keras: the training loop, its callbacks, runtime, input pipelines, evaluation)
+  and ``inference/`` (using a trained model: classify images, the exports), side by side:
+  neither imports the other;
 - ``runs/``: a run's bookkeeping without Keras: its configuration, history, checkpoint index,
-  resume point, the operations behind the routes (the API process imports these);
-- ``model/``: the ResNet as Keras layers (imports neither ``runs`` nor ``engine``);
-- ``architecture``, ``settings``, ``schemas``: shape arithmetic, the service's settings, the
-  API's response models (no Keras).
+  resume point, model card, the checks behind the routes;
+- ``model/``: the model graph and every Keras object a saved file names (``architecture`` is
+  its shape arithmetic without Keras, all the API process imports of it);
+- ``settings``: the service's settings.
+
+:data:`TENSORFLOW_ENV` is set by every entry point that may import TensorFlow (the worker, the
+classify and export processes, the evaluate command) before it does.
 """
+
+#: TensorFlow 2.21's oneDNN CPU kernels corrupt the heap ("double free or corruption", SIGSEGV)
+#: when training this pre-activation ResNet without XLA; the plain Eigen kernels are fine. The
+#: value is read once, when TensorFlow is imported.
+TENSORFLOW_ENV = {"TF_ENABLE_ONEDNN_OPTS": "0"}

@@ -3,8 +3,8 @@
 Built by ``jobkit.service.create_service_app``: the lifespan opens the run database on the
 volume, marks runs whose worker is gone as ``interrupted``, and starts the runner: one training
 at a time (``max_concurrent_jobs``), the others wait in a FIFO queue; each run trains in its own
-worker process (``python -m jobkit.worker ... trainer_service.jobs:run_training``) with this
-app's settings and ``KERAS_BACKEND`` in its environment. Shutdown stops the runner (running
+worker process (``python -m jobkit.worker ... trainer_service.jobs.training:run_training``) with
+this app's settings and ``KERAS_BACKEND`` in its environment. Shutdown stops the runner (running
 workers get SIGTERM, save a checkpoint and end as interrupted). ``POST /v1/runs/{id}/predict``
 takes image uploads (multipart, up to ``predict_max_bytes``) and classifies them in a process of
 its own, one at a time, on the CPU.
@@ -15,8 +15,8 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from jobkit.service import create_service_app
-from trainer_service.api import predict, recipes, report, runs
-from trainer_service.jobs import JOB_KIND, JOB_TARGET
+from trainer_service.api import classify, recipes, report, runs
+from trainer_service.jobs import TRAINING_KIND, TRAINING_TARGET
 from trainer_service.settings import Settings, get_settings
 
 
@@ -27,13 +27,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         get_settings=get_settings,
         title="Trainer service",
         summary="Trains the bottleneck ResNet on prepared Tiny ImageNet shards.",
-        kind=JOB_KIND,
-        target=JOB_TARGET,
+        kind=TRAINING_KIND,
+        target=TRAINING_TARGET,
         routers=[runs.router, runs.jobs_router, recipes.router, report.router],
         folders=lambda s: (s.volume.runs,),
         running_noun="run(s) training",
-        upload_routers=[predict.router],
+        upload_routers=[classify.router],
         upload_limit=lambda s: s.predict_max_bytes,
+        problems=classify.PROBLEMS,
     )
 
 

@@ -9,14 +9,9 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from jobkit.settings import ServiceSettings
+from trainer_service import TENSORFLOW_ENV
 
 DEFAULT_PORT = 8002
-
-#: Set in every process that trains or predicts, before TensorFlow is imported (the value is read
-#: once, at that import): TensorFlow 2.21's oneDNN CPU kernels corrupt the heap ("double free or
-#: corruption", SIGSEGV) when training this pre-activation ResNet without XLA; the plain Eigen
-#: kernels are fine. Workers get it through :meth:`Settings.worker_env`; the CLIs set it first.
-TENSORFLOW_ENV = {"TF_ENABLE_ONEDNN_OPTS": "0"}
 
 
 class Settings(ServiceSettings):
@@ -61,7 +56,7 @@ class Settings(ServiceSettings):
 
     def worker_env(self) -> dict[str, str]:
         """The TRAINER_* variables, ``KERAS_BACKEND`` for the worker's Keras, and
-        :data:`TENSORFLOW_ENV`."""
+        :data:`trainer_service.TENSORFLOW_ENV`."""
         return {**super().worker_env(), **TENSORFLOW_ENV, "KERAS_BACKEND": self.keras_backend}
 
 

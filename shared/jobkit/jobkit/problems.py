@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
@@ -108,53 +109,52 @@ def problem_response_at(path: str, problem: ProblemError) -> JSONResponse:
     )
 
 
-def problem_for(exc: JobkitError) -> ProblemError:
-    """The ``ProblemError`` for a store/runner error."""
-    if isinstance(exc, JobNotFound):
+@dataclass(frozen=True)
+class Problem:
+    """How one kind of error is answered: status, title, type (``problem_type(slug)``), the
+    exception's attributes copied as extension members, and a ``Retry-After`` in seconds. The
+    detail is the exception's message."""
+
+    status: int
+    title: str
+    slug: str
+    members: tuple[str, ...] = ()
+    retry_after_s: int | None = None
+
+    def of(self, exc: Exception) -> ProblemError:
+        headers = {"Retry-After": str(self.retry_after_s)} if self.retry_after_s else None
+        extra = {name: getattr(exc, name) for name in self.members}
         return ProblemError(
-            404, "Job not found", str(exc), type_=problem_type("job-not-found"), job_id=exc.job_id
-        )
-    if isinstance(exc, ResourceBusy):
-        return ProblemError(
-            409,
-            "Resource busy",
-            str(exc),
-            type_=problem_type("resource-busy"),
-            job_id=exc.job_id,
-            resource_key=exc.resource_key,
-        )
-    if isinstance(exc, JobStateConflict):
-        return ProblemError(
-            409,
-            "Job state conflict",
-            str(exc),
-            type_=problem_type("job-state-conflict"),
-            job_id=exc.job_id,
-            state=str(exc.state),
-        )
-    if isinstance(exc, IdempotencyConflict):
-        return ProblemError(
-            422,
-            "Idempotency key reused",
-            str(exc),
-            type_=problem_type("idempotency-conflict"),
-            job_id=exc.job_id,
-        )
-    if isinstance(exc, QueueFull):
-        return ProblemError(
-            429,
-            "Too many queued jobs",
-            str(exc),
-            type_=problem_type("queue-full"),
-            headers={"Retry-After": str(QUEUE_RETRY_AFTER_S)},
-            queued=exc.queued,
-            limit=exc.limit,
-        )
-    if isinstance(exc, VolumeNotWritable):
-        return ProblemError(
-            507, "Insufficient Storage", str(exc), type_=problem_type("volume-not-writable")
-        )
-    return ProblemError(500, "Job error", str(exc), type_=problem_type("job-error"))
+            self.status, self.title, str(exc), type_=problem_type(self.slug), headers=headers,
+            **extra,
+        )  # fmt: skip
+
+
+#: The errors of the job store and runner, by class; a service adds its own
+#: (``install_problem_handlers(app, problems)``). An error answers as its class's nearest
+#: listed ancestor.
+PROBLEMS: Mapping[type[Exception], Problem] = {
+    JobNotFound: Problem(404, "Job not found", "job-not-found", ("job_id",)),
+    ResourceBusy: Problem(409, "Resource busy", "resource-busy", ("job_id", "resource_key")),
+    JobStateConflict: Problem(409, "Job state conflict", "job-state-conflict", ("job_id", "state")),
+    IdempotencyConflict: Problem(
+        422, "Idempotency key reused", "idempotency-conflict", ("job_id",)
+    ),
+    QueueFull: Problem(
+        429, "Too many queued jobs", "queue-full", ("queued", "limit"), QUEUE_RETRY_AFTER_S
+    ),
+    VolumeNotWritable: Problem(507, "Insufficient Storage", "volume-not-writable"),
+    JobkitError: Problem(500, "Job error", "job-error"),
+}
+
+
+def problem_for(exc: Exception, problems: Mapping[type[Exception], Problem] = PROBLEMS):
+    """The ``ProblemError`` for ``exc``: the entry of its class's nearest ancestor in
+    ``problems`` (``LookupError`` if none is listed)."""
+    for kind in type(exc).__mro__:
+        if kind in problems:
+            return problems[kind].of(exc)
+    raise LookupError(f"no problem is listed for {type(exc).__name__}")
 
 
 def problem_for_store_error(exc: sqlite3.Error) -> ProblemError:
@@ -247,11 +247,6 @@ async def _validation_handler(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(request, problem)
 
 
-async def _jobkit_handler(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, JobkitError)
-    return await _http_exception_handler(request, problem_for(exc))
-
-
 async def _store_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, sqlite3.Error)
     logger.error("job store error on %s %s: %s", request.method, request.url.path, exc)
@@ -264,10 +259,20 @@ async def _unhandled_handler(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(request, problem)
 
 
-def install_problem_handlers(app: FastAPI) -> None:
-    """Register the problem+json exception handlers on ``app``."""
+def install_problem_handlers(
+    app: FastAPI, problems: Mapping[type[Exception], Problem] | None = None
+) -> None:
+    """Register the problem+json exception handlers on ``app``: HTTP and validation errors,
+    every class of :data:`PROBLEMS` and of the service's own ``problems``, the job store's
+    errors, and a 500 for anything else."""
+    table = {**PROBLEMS, **(problems or {})}
+
+    async def listed(request: Request, exc: Exception) -> JSONResponse:
+        return problem_response(request, problem_for(exc, table))
+
     app.add_exception_handler(StarletteHTTPException, _http_exception_handler)
     app.add_exception_handler(RequestValidationError, _validation_handler)
-    app.add_exception_handler(JobkitError, _jobkit_handler)
+    for kind in table:
+        app.add_exception_handler(kind, listed)
     app.add_exception_handler(sqlite3.Error, _store_handler)
     app.add_exception_handler(Exception, _unhandled_handler)

@@ -10,7 +10,7 @@ need by name; tests can override the getters.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated
@@ -22,6 +22,7 @@ from jobkit.api import health_router
 from jobkit.auth import bearer_token_dependency
 from jobkit.problems import (
     PROBLEM_JSON,
+    Problem,
     ProblemError,
     install_problem_handlers,
     problem_response_at,
@@ -99,6 +100,7 @@ def create_service_app(
     running_noun: str = "job(s) running",
     upload_routers: Sequence[APIRouter] = (),
     upload_limit: Callable[[ServiceSettings], int] | None = None,
+    problems: Mapping[type[Exception], Problem] | None = None,
 ) -> FastAPI:
     """A job service: ``kind`` jobs run ``target`` ("module:function") in worker processes.
 
@@ -106,6 +108,8 @@ def create_service_app(
     service's own routes, all behind the token check when a token is configured, and their
     bodies must be JSON of at most ``max_body_bytes``. ``upload_routers`` take other bodies
     (multipart uploads), behind the same token check, of at most ``upload_limit(settings)``.
+    ``problems``: how the service's own errors are answered, beside jobkit's
+    (``jobkit.problems.PROBLEMS``).
     """
 
     @asynccontextmanager
@@ -133,7 +137,7 @@ def create_service_app(
         return settings.max_body_bytes
 
     app.add_middleware(BodyLimit, limit=body_limit)
-    install_problem_handlers(app)
+    install_problem_handlers(app, problems)
     require_token = Depends(bearer_token_dependency(lambda: app.state.settings or get_settings()))
     app.include_router(health_router(readiness(app, running_noun)))
     for router in routers:

@@ -12,9 +12,11 @@ from datavolume.runs import RunFolder
 from jobkit.context import LocalContext
 from trainer_service.engine.callbacks import RunRecorder, StopOnRequest
 from trainer_service.runs import checkpoints
+from trainer_service.runs.config import Recording
 from trainer_service.runs.history import read_history
 
 STEPS = 4
+RECORDING = Recording(epochs=3, batch_size=2, keep_checkpoints=5, tta_flip=False)
 
 
 class StopAt(LocalContext):
@@ -44,7 +46,7 @@ def fit(paths: RunFolder, ctx, order: str) -> keras.Model:
     )
     callbacks = [
         StopOnRequest(lambda: ctx.should_stop, STEPS),
-        RunRecorder(paths, ctx, epochs=3, steps_per_epoch=STEPS, batch_size=2, keep=5),
+        RunRecorder(paths, ctx, RECORDING, steps_per_epoch=STEPS),
     ]
     x = np.random.default_rng(0).normal(size=(2 * STEPS, 3)).astype("float32")
     y = (x[:, 0] > 0).astype("int32")

@@ -40,7 +40,7 @@ SCRIPT = textwrap.dedent(
     layout = distribution.get_data_layout((16, 64, 64, 3))
     print(json.dumps({
         "devices": [str(d) for d in jax.devices()],
-        "runtime": result["runtime"],
+        "runtime": result.runtime,
         "mesh_shape": list(distribution.device_mesh.shape),
         "batch_axis": layout.axes[0],
         "history": read_history(RunFolder(run_dir)),

@@ -29,7 +29,7 @@ from trainer_service.engine.train import train
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 config = tiny_config(epochs=1, limit_train_steps=3, limit_val_steps=2)
 result = train(config, sys.argv[1], sys.argv[2], strategy=strategy)
-print("RESULT " + json.dumps({"runtime": result["runtime"], "stopped": result["stopped"],
+print("RESULT " + json.dumps({"runtime": result.runtime, "stopped": result.stopped,
                               "replicas": strategy.num_replicas_in_sync}))
 """
 

@@ -13,14 +13,10 @@ import keras
 import numpy as np
 import pytest
 
-from shard_format.preprocess import Preprocess
 from trainer_service.engine.evaluate import metrics
-from trainer_service.engine.objective import (
-    TrainingModel,
-    flip_averaged,
-    flip_averaging_model,
-    smoothed_cross_entropy,
-)
+from trainer_service.engine.objective import TrainingModel, smoothed_cross_entropy
+from trainer_service.model.augment import flip_averaged, flip_averaging_model
+from trainer_service.model.preprocess import Preprocess
 from trainer_service.model.resnet import build_resnet
 
 CLASSES = 5
@@ -185,7 +181,7 @@ JAX_SCRIPT = textwrap.dedent(
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(16, 16, 16, 3), dtype=np.uint8)
     labels = rng.integers(0, 5, size=(16,)).astype("int32")
-    from shard_format.preprocess import Preprocess
+    from trainer_service.model.preprocess import Preprocess
     net = build_resnet(5, 8, (1,), input_shape=(16, 16, 3), input_dtype="uint8",
                        preprocessing=Preprocess())
     model = TrainingModel(net, mixup_alpha=0.4, cutmix_alpha=1.0, label_smoothing=0.1,

@@ -17,9 +17,9 @@ from trainer_service.engine import train as engine
 from trainer_service.engine.objective import TrainingModel
 from trainer_service.engine.runtime import resolve_runtime
 from trainer_service.model.augment import Augment
+from trainer_service.model.saved import load_model
 from trainer_service.runs import checkpoints
 from trainer_service.runs.history import read_history
-from trainer_service.saved import load_model
 
 #: The fast recipe, shortened to what the toy dataset and a CPU allow.
 FAST_TOY = {"recipe": "fast", "epochs": 2, "batch_size": 16, "warmup_epochs": 0.5,
@@ -88,14 +88,18 @@ def test_a_fast_run_records_its_resolved_recipe_and_its_flip_averaged_scores(dat
     assert saved["recipe"] == "fast" and saved["crop_padding"] == 4
     assert saved["label_smoothing"] == 0.1 and saved["nesterov"] is True
     assert all(row["tta_flip"] is True for row in read_history(run))
-    assert result["evaluation"]["tta_flip"] is True
+    assert result.evaluation["tta_flip"] is True
     assert json.loads(run.evaluation.read_text())["tta_flip"] is True
-    # What is saved is the network: uint8 images in, logits out, with its optimizer.
+    # What is saved is the network: uint8 images in, logits out; the checkpoints with their
+    # optimizer (a resume needs it), the final model without (an inference model).
     for path in (run.model, run.best, *checkpoints.epoch_files(run).values()):
         model = load_model(path)
         assert not isinstance(model, TrainingModel)
         assert model.predict(np.zeros((1, 64, 64, 3), np.uint8), verbose=0).shape == (1, 4)
-        assert model.optimizer is not None and model.optimizer.nesterov
+        if path == run.model:
+            assert getattr(model, "optimizer", None) is None
+        else:
+            assert model.optimizer is not None and model.optimizer.nesterov
 
 
 def test_checkpoints_keep_the_weight_average_and_the_export_uses_it(data_root, tmp_path):
@@ -123,8 +127,8 @@ def test_a_mixing_run_stopped_mid_epoch_resumes_at_the_same_step(data_root, tmp_
                 self.request_stop()
 
     stopped = engine.train(config, run.root, data_root, StopInEpoch2())
-    assert stopped["stopped"] and checkpoints.read_latest(run).partial
+    assert stopped.stopped and checkpoints.read_latest(run).partial
     resumed = engine.train(config, run.root, data_root, LocalContext())
-    assert resumed["resumed_from"]["epoch"] == 1 and not resumed["stopped"]
-    steps = resumed["steps_per_epoch"]
+    assert resumed.resumed_from["epoch"] == 1 and not resumed.stopped
+    steps = resumed.steps_per_epoch
     assert [r["step"] for r in read_history(run)] == [steps, 2 * steps]

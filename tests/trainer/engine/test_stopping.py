@@ -10,9 +10,8 @@ import pytest
 
 from datavolume.runs import RunFolder
 from jobkit.context import LocalContext
-from tests.trainer.support import tiny_config
+from tests.trainer.support import run_to_end, tiny_config
 from trainer_service.engine import train as engine
-from trainer_service.engine.schedule import schedule_for
 from trainer_service.engine.stopping import (
     EARLY_STOPPING,
     MAX_RUNTIME,
@@ -21,6 +20,7 @@ from trainer_service.engine.stopping import (
     plan_epochs,
     read_plan,
 )
+from trainer_service.engine.train import schedule_for
 
 
 class Clock:
@@ -106,7 +106,7 @@ def test_the_budget_plan(tmp_path):
 
 
 def train(run: RunFolder, data_root, **fields) -> dict:
-    return engine.train(tiny_config(**fields), run.root, data_root, LocalContext())
+    return run_to_end(tiny_config(**fields), run.root, data_root, LocalContext())
 
 
 def test_early_stopping_ends_a_real_run_succeeded(tmp_path, data_root):

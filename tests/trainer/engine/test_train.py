@@ -68,7 +68,7 @@ def test_learns_the_toy_dataset_and_leaves_a_complete_run_folder(data_root, tmp_
     history = read_history(paths)
     assert [r["epoch"] for r in history] == [1, 2, 3, 4]
     assert history[-1]["val_accuracy"] > 0.6
-    assert result["evaluation"]["val_accuracy"] > 0.6
+    assert result.evaluation["val_accuracy"] > 0.6
     assert [r["step"] for r in history] == [steps, 2 * steps, 3 * steps, 4 * steps]
     # the cosine schedule really drives the optimizer: rates fall epoch by epoch
     rates = [r["learning_rate"] for r in history]
@@ -77,11 +77,11 @@ def test_learns_the_toy_dataset_and_leaves_a_complete_run_folder(data_root, tmp_
     assert all(r["images_per_s"] > 0 and r["epoch_time_s"] > 0 for r in history)
     assert paths.history_csv.read_text().splitlines()[0] == ",".join(COLUMNS)
 
-    assert result["runtime"]["dtype_policy"] == "float32" and not result["stopped"]
+    assert result.runtime["dtype_policy"] == "float32" and not result.stopped
     assert list(checkpoints.epoch_files(paths)) == [3, 4]  # keep_checkpoints=2
     best = checkpoints.read_best(paths)
     assert best["val_accuracy"] == max(r["val_accuracy"] for r in history)
-    assert result["evaluation"]["epoch"] == best["epoch"]
+    assert result.evaluation["epoch"] == best["epoch"]
     assert checkpoints.read_latest(paths).epoch == 4
     assert paths.model.is_file() and paths.config.is_file() and paths.history_png.is_file()
 
@@ -146,7 +146,7 @@ def test_stop_mid_epoch_saves_a_partial_checkpoint_and_resume_redoes_that_epoch_
     # the stop is requested at batch 2 of epoch 2 and seen at the next batch
     result = engine.train(config, paths.root, data_root, StopAfter(6))
 
-    assert result["stopped"] and result["epochs_completed"] == 1
+    assert result.stopped and result.epochs_completed == 1
     latest = checkpoints.read_latest(paths)
     assert (latest.epoch, latest.partial, latest.step) == (1, True, 7)
     assert [r["epoch"] for r in read_history(paths)] == [1]
@@ -159,7 +159,7 @@ def test_stop_mid_epoch_saves_a_partial_checkpoint_and_resume_redoes_that_epoch_
 
     resumed = engine.train(config, paths.root, data_root)
 
-    start = resumed["resumed_from"]
+    start = resumed.resumed_from
     assert (start["epoch"], start["partial"]) == (1, True)
     assert start["file"] == checkpoints.epoch_files(paths)[1].name
     assert start["step"] == 4  # the start of epoch 2, as the weights are
@@ -169,7 +169,7 @@ def test_stop_mid_epoch_saves_a_partial_checkpoint_and_resume_redoes_that_epoch_
     assert [r["epoch"] for r in history] == [1, 2]
     assert history[1]["loss"] != 123.0
     assert [r["step"] for r in history] == [4, 8]
-    assert not resumed["stopped"] and paths.predictions.is_file()
+    assert not resumed.stopped and paths.predictions.is_file()
     assert not paths.partial.exists()
     # The optimizer took exactly the steps of an uninterrupted run: 2 epochs x 4 batches.
     final = keras.models.load_model(checkpoints.epoch_files(paths)[2])
@@ -187,11 +187,11 @@ def test_warm_start_from_a_chosen_checkpoint(data_root, tmp_path):
     config = tiny_config(epochs=1, limit_train_steps=2, limit_val_steps=1, init_checkpoint=relative)
     paths = RunFolder(tmp_path / "run")
     result = engine.train(config, paths.root, data_root)
-    assert result["init"] == {
+    assert result.init == {
         "init_checkpoint": relative,
         "weights_sha256": engine.weights_digest(source),
     }
-    assert result["resumed_from"] is None
+    assert result.resumed_from is None
     assert [r["step"] for r in read_history(paths)] == [2]  # epoch 1 with a fresh optimizer
 
 

@@ -20,7 +20,8 @@ from tests.trainer.support import TOY, tiny_config
 from trainer_service.engine import train as engine
 from trainer_service.engine.data import test_images as read_test_images
 from trainer_service.engine.data import val_pipeline
-from trainer_service.inference.classify import load_for_inference, main, top_classes
+from trainer_service.inference.classify import main, top_classes
+from trainer_service.model.saved import load_for_inference
 
 CLASSES = [{"index": i, "wnid": f"n{i:08d}", "words": f"class {i}"} for i in range(4)]
 

@@ -26,19 +26,17 @@ BACKENDS = ["tensorflow", "jax"]
 TRAIN = """
 import json, sys
 from pathlib import Path
-from jobkit.context import LocalContext
-from tests.trainer.support import tiny_config
-from trainer_service.engine import train as engine
+from tests.trainer.support import run_to_end, tiny_config
 config = tiny_config(epochs=1, crop_padding=2, use_ema=True, ema_momentum=0.9, tta_flip=True,
                      export_savedmodel=True, export_onnx=True)
-result = engine.train(config, Path(sys.argv[1]), Path(sys.argv[2]))
+result = run_to_end(config, Path(sys.argv[1]), Path(sys.argv[2]))
 print(json.dumps({k: result[k] for k in ("savedmodel", "onnx", "model_card")}))
 """
 
 KERAS_LOGITS = """
 import json, sys
 import numpy as np
-from trainer_service.inference.classify import load_for_inference
+from trainer_service.model.saved import load_for_inference
 images = np.load(sys.argv[2])
 model = load_for_inference(sys.argv[1], use_ema=True, tta_flip=True)
 np.save(sys.argv[3], np.asarray(model.predict(images, verbose=0)))

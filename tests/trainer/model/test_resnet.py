@@ -207,7 +207,7 @@ def test_preprocessing_hook_and_uint8_input():
 
 
 def test_shared_preprocess_layer_plugs_in(tmp_path):
-    from shard_format import preprocess  # first-party: a broken import must fail, not skip
+    from trainer_service.model import preprocess  # a broken import must fail, not skip
 
     images = np.random.default_rng(2).integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
     model = build_resnet(**SMALL, preprocessing=preprocess.Preprocess(), input_dtype="uint8")

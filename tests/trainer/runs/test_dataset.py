@@ -17,6 +17,7 @@ from jobkit.models import JobState
 from jobkit.store import JobStore
 from tests.trainer.support import tiny_config
 from tests.utils.datasets import write_toy_dataset
+from trainer_service.api.present import run_public
 from trainer_service.engine import train as engine
 from trainer_service.runs import operations
 from trainer_service.runs.dataset import dataset_status
@@ -43,7 +44,7 @@ def test_a_run_keeps_its_dataset_version_until_it_is_gone(tmp_path):
     run = root.run(job.id)
 
     result = engine.train(config, run.root, root.path, LocalContext())
-    assert result["steps_per_epoch"] == 4
+    assert result.steps_per_epoch == 4
     record = json.loads(run.dataset_record.read_text())
     assert record["version"] == first.name and record["folder"] == root.relative(first)
     status = dataset_status(run, root)
@@ -55,7 +56,7 @@ def test_a_run_keeps_its_dataset_version_until_it_is_gone(tmp_path):
 
     # Asked for a second epoch, the run resumes on the version it began with.
     result = engine.train(tiny_config(dataset=NAME, epochs=2), run.root, root.path, LocalContext())
-    assert result["resumed_from"]["epoch"] == 1 and result["steps_per_epoch"] == 4
+    assert result.resumed_from["epoch"] == 1 and result.steps_per_epoch == 4
     assert json.loads(run.dataset_record.read_text()) == record
 
     publish_version(root, train_per_class=16, seed=2)  # the volume keeps two versions only
@@ -65,7 +66,7 @@ def test_a_run_keeps_its_dataset_version_until_it_is_gone(tmp_path):
     with pytest.raises(operations.DatasetVersionGone, match="is no longer on the volume"):
         operations.resume_run(store, None, root, job.id)
     assert store.get(job.id).state == JobState.FAILED  # nothing queued
-    public = operations.run_public(store.get(job.id), root)
+    public = run_public(store.get(job.id), root)
     assert public.dataset.version == first.name and public.dataset.available is False
 
 
@@ -75,5 +76,5 @@ def test_a_new_run_reads_the_current_version(tmp_path):
     current = publish_version(root, train_per_class=32, seed=1)
     run = root.run("fresh")
     result = engine.train(tiny_config(dataset=NAME, epochs=1), run.root, root.path, LocalContext())
-    assert result["steps_per_epoch"] == 8
+    assert result.steps_per_epoch == 8
     assert json.loads(run.dataset_record.read_text())["version"] == current.name

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from trainer_service.api.schemas import RecipeList, RecipePublic
 from trainer_service.runs.config import recipe_values
 from trainer_service.runs.recipes import DEFAULT_RECIPE, RECIPES
-from trainer_service.schemas import RecipeList, RecipePublic
 
 router = APIRouter(prefix="/v1/recipes", tags=["recipes"])
 

@@ -1,8 +1,8 @@
 """``GET /v1/model-report``: parameters and multiply-adds of a model shape, in closed form.
 
-Nothing is built here (``trainer_service.architecture``), so the API process never imports Keras.
-A measurement of a train step's peak memory needs a real model and a device: ``resnet-report
---memory`` does it from the command line.
+Nothing is built here (``trainer_service.model.architecture``), so the API process never imports
+Keras. A measurement of a train step's peak memory needs a real model and a device:
+``python -m bench.model_cost`` does it from the command line.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from jobkit.problems import PROBLEM_JSON, invalid_field
-from trainer_service.architecture import (
+from trainer_service.model.architecture import (
     DEFAULT_CLASSES,
     MAX_CLASSES,
     check_shape,

@@ -14,11 +14,12 @@ from jobkit.api import IdempotencyKey, accepted, create_job, make_jobs_router, r
 from jobkit.models import JobPublic
 from jobkit.problems import PROBLEM_JSON, ProblemError, invalid_field, problem_type
 from jobkit.service import RunnerDep, SettingsDep, StoreDep, get_runner, get_store
-from trainer_service.jobs import JOB_KIND
+from trainer_service.api.present import run_public
+from trainer_service.api.schemas import CheckpointInfo, ResumeRequest, RunList, RunPublic
+from trainer_service.jobs import TRAINING_KIND
 from trainer_service.runs import checkpoints, operations
 from trainer_service.runs.config import TrainConfig
 from trainer_service.runs.history import COLUMNS, read_history
-from trainer_service.schemas import CheckpointInfo, ResumeRequest, RunList, RunPublic
 
 RESOURCE = "runs"
 PREFIX = f"/v1/{RESOURCE}"
@@ -31,7 +32,7 @@ RunId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9]+
 
 def run_presenter(settings: SettingsDep) -> Callable[[JobPublic], RunPublic]:
     """A run as the routes show it: the job, its training status and its checkpoints."""
-    return lambda job: operations.run_public(job, settings.volume)
+    return lambda job: run_public(job, settings.volume)
 
 
 jobs_router = make_jobs_router(
@@ -62,8 +63,8 @@ def start_run(
         operations.check_request(settings.volume, config)
     except operations.InvalidRunRequest as exc:
         raise invalid_field(exc.field, exc.message, exc.slug) from exc
-    job = create_job(store, runner, JOB_KIND, config, idempotency_key)
-    return accepted(operations.run_public(job, settings.volume), f"{PREFIX}/{job.id}")
+    job = create_job(store, runner, TRAINING_KIND, config, idempotency_key)
+    return accepted(run_public(job, settings.volume), f"{PREFIX}/{job.id}")
 
 
 @router.get(
@@ -138,4 +139,4 @@ def resume_run(
         )
     except operations.InvalidRunRequest as exc:
         raise invalid_field(exc.field, exc.message, exc.slug) from exc
-    return accepted(operations.run_public(job, settings.volume), f"{PREFIX}/{run_id}")
+    return accepted(run_public(job, settings.volume), f"{PREFIX}/{run_id}")

@@ -20,6 +20,7 @@ import numpy as np
 
 from datavolume.runs import RunFolder
 from trainer_service.runs import checkpoints
+from trainer_service.runs.config import Recording
 from trainer_service.runs.history import append_epoch, read_history
 
 PROGRESS_INTERVAL_S = 0.5
@@ -75,13 +76,10 @@ class RunRecorder(keras.callbacks.Callback):
         self,
         run: RunFolder,
         ctx,
+        recording: Recording,
         *,
-        epochs,
-        steps_per_epoch,
-        batch_size,
-        keep,
+        steps_per_epoch: int,
         network=None,
-        tta_flip=False,
         hparams=None,
     ):
         super().__init__()
@@ -89,9 +87,10 @@ class RunRecorder(keras.callbacks.Callback):
         self.hparams = hparams
         #: What the checkpoints save: the network (``fit`` may train a wrapper around it).
         self.network = network
-        self.tta_flip = tta_flip
-        self.run, self.ctx, self.keep = run, ctx, keep
-        self.epochs, self.steps, self.batch_size = epochs, steps_per_epoch, batch_size
+        self.tta_flip = recording.tta_flip
+        self.run, self.ctx, self.keep = run, ctx, recording.keep_checkpoints
+        self.epochs, self.steps = recording.epochs, steps_per_epoch
+        self.batch_size = recording.batch_size
         self.events = EventFiles(run)
         self.last_epoch_s: float | None = None
 

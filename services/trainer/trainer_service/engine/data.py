@@ -14,7 +14,7 @@ from datavolume.layout import DataRoot
 from jobkit.errors import JobFailed
 from shard_format.metadata import DatasetMetadata
 from shard_format.schema import FILE_NAME, IMAGE, TEST, TRAIN, VAL
-from trainer_service.runs.config import TrainConfig
+from trainer_service.runs.config import Pipeline
 from trainer_service.runs.dataset import usable_dataset
 
 
@@ -30,11 +30,11 @@ def load_dataset(
     return dataset.folder, dataset.metadata
 
 
-def _cache(config: TrainConfig, limited: bool) -> bool | None:
+def _cache(pipeline: Pipeline, limited: bool) -> bool | None:
     # A pipeline cut short by a step limit never completes its cache (TF discards it, warning).
     if limited:
         return False
-    return None if config.cache == "auto" else config.cache
+    return None if pipeline.cache == "auto" else pipeline.cache
 
 
 def _exact_length(ds, steps: int):
@@ -65,36 +65,36 @@ def val_pipeline(
     return ds, steps, images
 
 
-def input_pipelines(config: TrainConfig, folder: Path, metadata: DatasetMetadata, seed: int):
-    """(train dataset, train steps per epoch, val dataset) with the config's limits applied."""
+def input_pipelines(pipeline: Pipeline, folder: Path, metadata: DatasetMetadata, seed: int):
+    """(train dataset, train steps per epoch, val dataset) with the run's limits applied."""
     from shard_format.pipeline import build_split
 
     train_ds, steps = build_split(
         folder,
         TRAIN,
-        batch_size=config.batch_size,
+        batch_size=pipeline.batch_size,
         training=True,
         metadata=metadata,
-        cache=_cache(config, config.limit_train_steps is not None),
+        cache=_cache(pipeline, pipeline.limit_train_steps is not None),
         seed=seed,
-        deterministic=config.deterministic,
+        deterministic=pipeline.deterministic,
     )
     if steps < 1:
         count = metadata.split(TRAIN).num_records
         raise JobFailed(
-            f"the train split has {count} images, fewer than one batch of {config.batch_size}",
+            f"the train split has {count} images, fewer than one batch of {pipeline.batch_size}",
             "invalid_input",
         )
     train_ds = _exact_length(train_ds, steps)
-    if config.limit_train_steps and config.limit_train_steps < steps:
-        steps = config.limit_train_steps
+    if pipeline.limit_train_steps and pipeline.limit_train_steps < steps:
+        steps = pipeline.limit_train_steps
         train_ds = train_ds.take(steps)
     val_ds, _, _ = val_pipeline(
         folder,
         metadata,
-        config.batch_size,
-        config.limit_val_steps,
-        _cache(config, config.limit_val_steps is not None),
+        pipeline.batch_size,
+        pipeline.limit_val_steps,
+        _cache(pipeline, pipeline.limit_val_steps is not None),
     )
     return train_ds, steps, val_ds
 

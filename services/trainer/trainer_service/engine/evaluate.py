@@ -1,28 +1,44 @@
-"""The loss and metrics a model is trained and scored with; test-set predictions in the cs231n
-format and the val top-1/top-5 of a chosen checkpoint.
+"""The loss and metrics a model is trained and scored with; the evaluation of a checkpoint: its
+val top-1/top-5 and its test-set predictions in the cs231n format.
 
 ``predictions.txt`` has one line per test image, ``test_<i>.JPEG <wnid>``, ordered by ``i``.
 ``evaluation.json`` holds the val loss, top-1 and top-5 accuracy of the same checkpoint, and
 under ``classes`` its top-1 per class, its 20 worst classes and the 10 confusions it makes most
 (with ``confusion.csv`` and ``per_class.png`` beside it).
 
-Training calls :func:`predict_and_evaluate` with the best checkpoint at its end;
-``python -m trainer_service.predict`` does the same for any checkpoint.
+Training calls :func:`evaluate_checkpoint` with the best checkpoint at its end; the command does
+the same for any checkpoint::
+
+    python -m trainer_service.engine.evaluate --data-root /data --run <run_id> [--checkpoint best]
+    python -m trainer_service.engine.evaluate --data-root /data \\
+        --checkpoint-path runs/x/model.keras --dataset tiny-imagenet-200 --out /data/evaluations
+
+It writes ``predictions.txt`` and ``evaluation.json`` into the run folder (or ``--out``) and
+prints the evaluation.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
+from datavolume.datasets import DatasetUnavailable, open_dataset
 from datavolume.files import atomic_write_json, atomic_write_text
+from datavolume.layout import DataRoot
 from datavolume.runs import RunFolder
 from shard_format.metadata import DatasetMetadata
+from trainer_service import TENSORFLOW_ENV
 from trainer_service.engine.data import test_images, val_pipeline
 from trainer_service.runs import per_class
+from trainer_service.runs.checkpoints import resolve
+from trainer_service.runs.config import Evaluation
 
-PREDICT_BATCH = 256
+EVALUATION_BATCH = 256
 _TEST_INDEX = re.compile(r"(\d+)")
 
 
@@ -105,35 +121,98 @@ def class_results(
     return {**found, "files": [run.confusion.name, run.per_class_png.name]}
 
 
-def predict_and_evaluate(
+def evaluate_checkpoint(
     model,
     data_dir: Path,
     metadata: DatasetMetadata,
     out_dir: Path,
+    settings: Evaluation | None = None,
     *,
-    batch_size: int = PREDICT_BATCH,
-    limit_val_steps: int | None = None,
     checkpoint: dict[str, Any] | None = None,
-    tta_flip: bool = False,
 ) -> dict[str, Any]:
     """Write ``predictions.txt`` and ``evaluation.json`` into ``out_dir``; returns the latter.
 
-    With ``tta_flip`` both average each image's logits with its mirror's."""
+    ``settings``: the run's batch size, test-time flip (both average each image's logits with
+    its mirror's) and val step limit; the defaults without a run."""
+    settings = settings or Evaluation(EVALUATION_BATCH, tta_flip=False, limit_val_steps=None)
     run = RunFolder(Path(out_dir))
-    if tta_flip:
-        from trainer_service.engine.objective import flip_averaging_model
+    if settings.tta_flip:
+        from trainer_service.model.augment import flip_averaging_model
 
         model = flip_averaging_model(model)
         model.compile(loss=loss(), metrics=metrics())
-    lines = predict_lines(model, data_dir, metadata, batch_size)
+    lines = predict_lines(model, data_dir, metadata, settings.batch_size)
     atomic_write_text(run.predictions, "".join(f"{line}\n" for line in lines))
     evaluation = {
         **(checkpoint or {}),
-        **evaluate_val(model, data_dir, metadata, batch_size, limit_val_steps),
+        **evaluate_val(model, data_dir, metadata, settings.batch_size, settings.limit_val_steps),
         "test_predictions": len(lines),
         "predictions_file": run.predictions.name,
-        "tta_flip": tta_flip,
-        "classes": class_results(model, data_dir, metadata, run, batch_size, limit_val_steps),
+        "tta_flip": settings.tta_flip,
+        "classes": class_results(
+            model, data_dir, metadata, run, settings.batch_size, settings.limit_val_steps
+        ),
     }
     atomic_write_json(run.evaluation, evaluation)
     return evaluation
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command of the module docstring."""
+    parser = argparse.ArgumentParser(
+        prog="python -m trainer_service.engine.evaluate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--data-root", type=Path, required=True)
+    parser.add_argument("--run", help="run id: its dataset, checkpoint and folder are used")
+    parser.add_argument(
+        "--checkpoint", default="best", help="with --run: best, latest, N or epoch-000N.keras"
+    )
+    parser.add_argument("--checkpoint-path", type=Path, help="a .keras file (instead of --run)")
+    parser.add_argument("--dataset", help="dataset name (default: the run's)")
+    parser.add_argument("--out", type=Path, help="output folder (default: the run folder)")
+    parser.add_argument("--batch-size", type=int, help=f"default: {EVALUATION_BATCH}")
+    args = parser.parse_args(argv)
+
+    root = DataRoot(args.data_root)
+    dataset, out = args.dataset, args.out
+    if args.run:
+        run = root.run(args.run)
+        try:
+            path = resolve(run, args.checkpoint)
+        except FileNotFoundError as exc:
+            parser.error(str(exc))
+        dataset = dataset or json.loads(run.config.read_text())["dataset"]
+        out = out or run.root
+    elif args.checkpoint_path:
+        path = args.checkpoint_path
+        if not path.is_absolute():
+            path = root.path / path
+        if not dataset or not out:
+            parser.error("--checkpoint-path needs --dataset and --out")
+    else:
+        parser.error("give --run or --checkpoint-path")
+    try:
+        ready = open_dataset(root, dataset)
+    except DatasetUnavailable as exc:
+        parser.error(exc.message)
+
+    for name, value in TENSORFLOW_ENV.items():  # before TensorFlow is first imported
+        os.environ.setdefault(name, value)
+    from trainer_service.model.saved import load_model
+
+    model = load_model(path, compile=False)
+    model.compile(optimizer="sgd", loss=loss(), metrics=metrics())  # evaluate needs no more
+    Path(out).mkdir(parents=True, exist_ok=True)
+    settings = Evaluation(args.batch_size or EVALUATION_BATCH, tta_flip=False,
+                          limit_val_steps=None)  # fmt: skip
+    result = evaluate_checkpoint(
+        model, ready.folder, ready.metadata, out, settings, checkpoint={"checkpoint": str(path)}
+    )
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

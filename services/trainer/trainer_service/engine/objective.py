@@ -25,7 +25,8 @@ only, plus the network's L2 terms. Keras's ``MixUp`` and ``CutMix`` layers are n
 mix one-hot labels in the input pipeline, on the host, and draw one permutation per batch.
 
 Metrics (top-1, top-5) count each image's own label. Validation neither mixes nor smooths; with
-``tta_flip`` it averages the logits of each image and its mirror (:func:`flip_averaged`).
+``tta_flip`` it averages the logits of each image and its mirror
+(``model.augment.flip_averaged``).
 """
 
 from __future__ import annotations
@@ -33,23 +34,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from trainer_service.model.augment import flip_averaged
 from trainer_service.model.blocks import PACKAGE
-
-
-def flip_averaged(network: keras.Model, images, training=False):
-    """The mean of the network's logits for ``images`` and for their left-right mirrors."""
-    mirrored = ops.flip(images, axis=-2)
-    return (network(images, training=training) + network(mirrored, training=training)) / 2.0
-
-
-def flip_averaging_model(network: keras.Model) -> keras.Model:
-    """An image -> logits model giving :func:`flip_averaged` logits (weights shared)."""
-    inputs = keras.Input(network.input.shape[1:], dtype=network.input.dtype, name="images")
-    mirrored = keras.layers.Lambda(lambda x: ops.flip(x, axis=-2), name="mirror")(inputs)
-    averaged = keras.layers.Average(name="flip_average", dtype="float32")(
-        [network(inputs), network(mirrored)]
-    )
-    return keras.Model(inputs, averaged, name=f"{network.name}_flip_averaged")
 
 
 def smoothed_cross_entropy(labels, logits, smoothing: float):

@@ -19,7 +19,7 @@ from typing import Any
 
 import keras
 
-from trainer_service.runs.config import TrainConfig
+from trainer_service.runs.config import Compute
 
 GPU_STEPS_PER_EXECUTION = 8
 _POLICIES = {"bfloat16": "mixed_bfloat16", "float16": "mixed_float16", "off": "float32"}
@@ -116,8 +116,8 @@ def data_parallel(batch_size: int):
     return distribution
 
 
-def resolve_runtime(config: TrainConfig, strategy=None, gpus: int | None = None) -> Runtime:
-    """Resolve the config's "auto" values for this machine; ``strategy`` overrides the default."""
+def resolve_runtime(config: Compute, strategy=None, gpus: int | None = None) -> Runtime:
+    """Resolve the run's "auto" values for this machine; ``strategy`` overrides the default."""
     backend = keras.backend.backend()
     gpus = gpu_count() if gpus is None else gpus
     if config.mixed_precision == "auto":

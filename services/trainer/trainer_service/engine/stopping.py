@@ -25,7 +25,7 @@ import keras
 
 from datavolume.files import atomic_write_json, read_json
 from datavolume.runs import RunFolder
-from trainer_service.runs.config import TrainConfig
+from trainer_service.runs.config import Stopping, TrainConfig
 
 EARLY_STOPPING, MAX_RUNTIME = "early_stopping", "max_runtime"
 
@@ -35,7 +35,7 @@ class StoppingRules(keras.callbacks.Callback):
 
     def __init__(
         self,
-        config: TrainConfig,
+        config: Stopping,
         history: list[dict[str, Any]],
         steps_per_epoch: int,
         clock: Callable[[], float] = time.monotonic,
@@ -121,7 +121,7 @@ def read_plan(run: RunFolder) -> BudgetPlan | None:
     return BudgetPlan(**raw) if isinstance(raw, dict) else None
 
 
-def plan_epochs(run: RunFolder, config: TrainConfig, first_epoch_s: float) -> BudgetPlan:
+def plan_epochs(run: RunFolder, config: Stopping, first_epoch_s: float) -> BudgetPlan:
     """Decide and record the run's epochs: as many as fit in the budget at the first epoch's
     pace (which includes compiling the step, so the estimate errs short), at most
     ``config.epochs`` and at least the one already trained."""

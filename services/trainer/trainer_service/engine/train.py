@@ -1,13 +1,19 @@
 """Train the ResNet on a prepared dataset: ``train(config, run_dir, data_root, ctx)``.
 
-:func:`train` reads top to bottom: the dataset's metadata and the tf.data pipelines (uint8
-batches; the model's first layer standardizes them and, in training only, flips them on the
+:func:`train` reads top to bottom: the run's set-up (its folder, the dataset version it reads,
+where it starts: :mod:`trainer_service.runs.resume`) and the tf.data pipelines (uint8 batches;
+the model's first layer standardizes them and, in training only, augments them on the
 accelerator); the model with its L2 weight decay, compiled with the optimizer and its epoch
-schedule, sparse cross-entropy on logits, top-1 and top-5 accuracy; where the weights start
-(a resume's checkpoint, :mod:`trainer_service.runs.resume`, or the warm-start weights);
-``model.fit`` with the two callbacks of :mod:`.callbacks`; then the final export, and the test
-predictions and val scores of the best checkpoint (:mod:`.evaluate`). The training step is pure
-Keras, so it runs on the TensorFlow and JAX backends; TensorFlow serves the input pipeline only.
+schedule, sparse cross-entropy on logits, top-1 and top-5 accuracy; where the weights start (a
+resume's checkpoint, or the warm-start weights); ``model.fit`` with the callbacks of
+:mod:`.callbacks` and :mod:`.stopping`; then the final model (``model.keras``, an inference
+model) and the evaluation of the best checkpoint (:mod:`.evaluate`). With a time budget and no
+plan yet, the first epoch's pace sets the plan, and the run goes on as a resume of itself.
+
+The training step is pure Keras, so it runs on the TensorFlow and JAX backends; TensorFlow serves
+the input pipeline only. The exports and the model card come after training, in the job
+(``trainer_service.jobs.training``). Each module reads the section of the run's configuration it
+uses (``runs.config``); this one the network, the optimization and the augmentation.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +34,6 @@ from datavolume.layout import DataRoot, OutsideRoot
 from datavolume.runs import RunFolder
 from jobkit.context import LocalContext
 from jobkit.errors import JobFailed, is_out_of_memory, summary_line
-from shard_format.preprocess import Preprocess
 from trainer_service.engine.callbacks import RunRecorder, StopOnRequest, optimizer_step
 from trainer_service.engine.data import (
     describe_corrupt_data,
@@ -36,32 +41,56 @@ from trainer_service.engine.data import (
     is_data_error,
     load_dataset,
 )
-from trainer_service.engine.evaluate import loss, metrics, predict_and_evaluate
+from trainer_service.engine.evaluate import evaluate_checkpoint, loss, metrics
 from trainer_service.engine.objective import TrainingModel
 from trainer_service.engine.runtime import Runtime, resolve_runtime
-from trainer_service.engine.schedule import schedule_for
 from trainer_service.engine.stopping import StoppingRules, plan_epochs, read_plan
-from trainer_service.inference.card import write_model_card
-from trainer_service.inference.export import export_in_subprocess
 from trainer_service.model.augment import Augment
+from trainer_service.model.preprocess import Preprocess
 from trainer_service.model.resnet import build_resnet
+from trainer_service.model.saved import inference_copy, load_model
+from trainer_service.model.schedule import EpochSchedule
 from trainer_service.runs import checkpoints, resume
 from trainer_service.runs.checkpoints import atomic_save_model
-from trainer_service.runs.config import TrainConfig
+from trainer_service.runs.config import Optimization, TrainConfig
 from trainer_service.runs.dataset import pinned_folder, record_dataset
 from trainer_service.runs.history import read_history
 
 
+@dataclass
+class TrainResult:
+    """What :func:`train` did (the job records it as the run's result, with the exports)."""
+
+    run_dir: str  #: relative to the data root
+    dataset: str
+    steps_per_epoch: int
+    runtime: dict[str, Any]  #: ``Runtime.describe()``
+    resumed_from: dict[str, Any] | None = None  #: epoch, file, partial, step, weights_sha256
+    init: dict[str, Any] | None = None  #: the warm start: init_checkpoint, weights_sha256
+    stopped_early: str | None = None  #: the rule that ended it (``engine.stopping``)
+    budget: dict[str, Any] | None = None  #: the time budget's plan
+    epochs_completed: int = 0
+    history: list[dict[str, Any]] | None = None  #: the last history row
+    best: dict[str, Any] | None = None  #: best.json
+    stopped: bool = False  #: a stop request ended it (a resume finishes the run)
+    model: str | None = None  #: the final model's file
+    evaluation: dict[str, Any] | None = None  #: evaluation.json
+    predictions: str | None = None  #: the test predictions' file
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 def train(
     config: TrainConfig, run_dir: Path, data_root: Path, ctx=None, *, strategy=None
-) -> dict[str, Any]:
-    """Train (or resume, if ``run_dir`` has a checkpoint) and return the run's result.
+) -> TrainResult:
+    """Train (or resume, if ``run_dir`` has a checkpoint) and say what was done.
 
     ``ctx``: the job context (progress, metrics, stop flag, log); a ``LocalContext`` if None.
     ``strategy``: a ``tf.distribute`` strategy instead of the default (tests). A stop during
     the set-up raises ``JobCancelled`` at once (nothing to save yet); a stop during training
-    saves a checkpoint and returns early with ``result["stopped"] = True``. Raises
-    ``JobFailed`` for unusable input and for out-of-memory (``type="out_of_memory"``).
+    saves a checkpoint and returns early with ``stopped`` set. Raises ``JobFailed`` for unusable
+    input and for out-of-memory (``type="out_of_memory"``).
     """
     ctx = ctx or LocalContext(logging.getLogger("trainer_service.engine"))
     root, run = DataRoot(data_root), RunFolder(Path(run_dir))
@@ -81,32 +110,29 @@ def train(
         except resume.CannotResume as exc:
             raise JobFailed(f"cannot resume: {exc}", "invalid_input") from None
         initial_epoch = start.epoch if start else 0
-        runtime = resolve_runtime(config, strategy)
+        runtime = resolve_runtime(config.compute, strategy)
         ctx.log.info("runtime: %s", runtime.describe())
         keras.utils.set_random_seed(config.seed)
         # A resumed run shuffles differently from the epochs it already did.
         train_ds, steps, val_ds = input_pipelines(
-            config, folder, metadata, config.seed + initial_epoch
+            config.pipeline, folder, metadata, config.seed + initial_epoch
         )
-    result: dict[str, Any] = {
-        "run_dir": root.relative(run.root),
-        "dataset": config.dataset,
-        "steps_per_epoch": steps,
-        "runtime": runtime.describe(),
-        "resumed_from": None,
-        "init": None,
-        "stopped_early": None,
-        "budget": asdict(plan) if plan else None,
-    }
+    result = TrainResult(
+        run_dir=root.relative(run.root),
+        dataset=config.dataset,
+        steps_per_epoch=steps,
+        runtime=runtime.describe(),
+        budget=asdict(plan) if plan else None,
+    )
     try:
         with ctx.interruptible(), runtime.scope():
             model = build_model(config, metadata.num_classes)  # what is saved and exported
             trained = compile_model(model, config, runtime, steps)  # what fit trains
             if start is not None:
-                result["resumed_from"] = restore(model, start, steps)
-                ctx.log.info("resumed from %s", result["resumed_from"])
+                result.resumed_from = restore(model, start, steps)
+                ctx.log.info("resumed from %s", result.resumed_from)
             elif config.init_checkpoint:
-                result["init"] = warm_start(model, root, config.init_checkpoint)
+                result.init = warm_start(model, root, config.init_checkpoint)
                 ctx.log.info("weights from %s", config.init_checkpoint)
         ctx.log.info(
             "model: %d parameters; %d train steps of %d per epoch; epochs %d..%d",
@@ -116,66 +142,45 @@ def train(
             initial_epoch + 1,
             config.epochs,
         )
-        data = (train_ds, val_ds, steps)
         if initial_epoch < config.epochs:
             # With a time budget and no plan yet, one epoch first: its pace sets the epochs.
             measuring = bool(config.time_budget_min) and plan is None
             end = initial_epoch + 1 if measuring else config.epochs
             started = time.monotonic()
-            result["stopped_early"] = fit_epochs(trained, model, config, run, ctx, data, end)
-            if measuring and not (ctx.should_stop or result["stopped_early"]):
-                plan = plan_epochs(run, config, time.monotonic() - started)
-                config = plan.apply(config)
-                result["budget"] = asdict(plan)
-                ctx.log.info("time budget: %s", result["budget"])
-                ctx.metrics({"epochs": config.epochs})
-                if end < config.epochs:  # the rest, on a schedule that spans the plan
-                    with runtime.scope():
-                        model = build_model(config, metadata.num_classes)
-                        trained = compile_model(model, config, runtime, steps)
-                        restore(model, resume.start_point(run), steps)
-                    result["stopped_early"] = fit_epochs(
-                        trained, model, config, run, ctx, data, config.epochs
-                    )
+            data = (train_ds, val_ds, steps)
+            result.stopped_early = fit_epochs(trained, model, config, run, ctx, data, end)
+            if measuring and not (ctx.should_stop or result.stopped_early):
+                plan = plan_epochs(run, config.stopping, time.monotonic() - started)
+                ctx.log.info("time budget: %s", asdict(plan))
+                ctx.metrics({"epochs": plan.epochs})
+                # The rest is a resume of this run, on a schedule that spans the plan.
+                return train(config, run_dir, data_root, ctx, strategy=strategy)
         done = checkpoints.read_latest(run)
-        best = checkpoints.read_best(run)
-        result["epochs_completed"] = done.epoch if done else 0
-        result["history"] = read_history(run)[-1:] or None
-        result["best"] = best
+        result.best = best = checkpoints.read_best(run)
+        result.epochs_completed = done.epoch if done else 0
+        result.history = read_history(run)[-1:] or None
         if ctx.should_stop:  # a resume finishes the run
-            return {**result, "stopped": True}
-        if result["stopped_early"]:
-            ctx.log.info("stopped early (%s) after %d epochs", result["stopped_early"],
-                         result["epochs_completed"])  # fmt: skip
+            result.stopped = True
+            return result
+        if result.stopped_early:
+            ctx.log.info("stopped early (%s) after %d epochs", result.stopped_early,
+                         result.epochs_completed)  # fmt: skip
 
-        ctx.phase("export")
-        use_averaged_weights(model, config)
-        result.update(export_final(model, run, config, ctx.log))
-        ctx.phase("predict")
+        ctx.phase("evaluate")
+        use_averaged_weights(model, config.optimization)
+        atomic_save_model(inference_copy(model), run.model)
+        result.model = run.model.name
         if best is not None:  # else no epoch completed (a time limit in the first): as it is
             with runtime.scope():
                 model.load_weights(run.best)
-                use_averaged_weights(model, config)
+                use_averaged_weights(model, config.optimization)
         scored = {"checkpoint": run.best.name, "epoch": best["epoch"]} if best else {
             "checkpoint": run.model.name, "epoch": None}  # fmt: skip
-        result["evaluation"] = predict_and_evaluate(
-            model,
-            folder,
-            metadata,
-            run.root,
-            batch_size=config.batch_size,
-            limit_val_steps=config.limit_val_steps,
-            checkpoint=scored,
-            tta_flip=config.tta_flip,
+        result.evaluation = evaluate_checkpoint(
+            model, folder, metadata, run.root, config.evaluation, checkpoint=scored
         )
-        exports = {name: result[name] for name in ("savedmodel", "onnx")}
-        write_model_card(run, exports, keras.backend.backend(), result["stopped_early"])
-        return {
-            **result,
-            "predictions": run.predictions.name,
-            "model_card": run.card_json.name,
-            "stopped": False,
-        }
+        result.predictions = run.predictions.name
+        return result
     except Exception as exc:
         run.remove_temporaries()  # the checkpoints stay: a resume continues from them
         if isinstance(exc, JobFailed):
@@ -199,18 +204,15 @@ def fit_epochs(trained, model, config: TrainConfig, run: RunFolder, ctx, data, e
     the stopping rule that ended it early, if one did (:mod:`.stopping`)."""
     train_ds, val_ds, steps = data
     done = checkpoints.read_latest(run)
-    rules = StoppingRules(config, read_history(run), steps)
+    rules = StoppingRules(config.stopping, read_history(run), steps)
     callbacks = [
         StopOnRequest(lambda: ctx.should_stop, steps),
         RunRecorder(
             run,
             ctx,
-            epochs=config.epochs,
+            config.recording,
             steps_per_epoch=steps,
-            batch_size=config.batch_size,
-            keep=config.keep_checkpoints,
             network=model,
-            tta_flip=config.tta_flip,
             hparams=config.hparams(),
         ),
         rules,
@@ -238,45 +240,61 @@ NO_DECAY_NAMES = ("gamma", "beta", "bias")
 
 
 def build_model(config: TrainConfig, classes: int) -> keras.Model:
-    """The ResNet with its L2 weight decay, taking uint8 images: standardization and the flip
-    (``Preprocess``), then the training-only augmentation the config asks for (``Augment``)."""
-    preprocessing = [Preprocess(flip=config.flip, seed=config.seed, name="preprocess")]
-    if config.crop_padding or config.resized_crop_scale is not None:
+    """The ResNet of the run's network section with its L2 weight decay, taking uint8 images:
+    standardization and the flip (``Preprocess``), then the training-only crops its
+    augmentation section asks for (``Augment``)."""
+    network, augmentation = config.network, config.augmentation
+    preprocessing = [Preprocess(flip=augmentation.flip, seed=augmentation.seed, name="preprocess")]
+    if augmentation.crops:
         preprocessing.append(
             Augment(
-                config.crop_padding,
-                config.resized_crop_scale,
-                config.resized_crop_ratio,
-                seed=config.seed,
+                augmentation.crop_padding,
+                augmentation.resized_crop_scale,
+                augmentation.resized_crop_ratio,
+                seed=augmentation.seed,
                 name="augment",
             )
         )
     return build_resnet(
         classes,
-        config.filters,
-        config.levels,
-        weight_decay=config.weight_decay,
-        zero_init_residual=config.zero_init_residual,
+        network.filters,
+        network.levels,
+        weight_decay=network.weight_decay,
+        zero_init_residual=network.zero_init_residual,
         preprocessing=preprocessing,
         input_dtype="uint8",
     )
 
 
-def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
-    """SGD (momentum, Nesterov) or Adam on the config's schedule, with its decoupled weight decay
+def schedule_for(optimization: Optimization, steps_per_epoch: int) -> EpochSchedule:
+    """The learning-rate schedule of the run's optimization section."""
+    return EpochSchedule(
+        base_lr=optimization.learning_rate,
+        steps_per_epoch=steps_per_epoch,
+        kind=optimization.schedule,
+        decay_epochs=optimization.decay_epochs,
+        decay_factor=optimization.decay_factor,
+        warmup_epochs=optimization.warmup_epochs,
+        total_epochs=optimization.epochs,
+        warmup_steps=optimization.warmup_steps,
+    )
+
+
+def make_optimizer(optimization: Optimization, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    """SGD (momentum, Nesterov) or Adam on the run's schedule, with its decoupled weight decay
     and weight averaging when asked."""
-    options: dict[str, Any] = {"learning_rate": schedule_for(config, steps_per_epoch)}
-    if config.decoupled_weight_decay:
-        options["weight_decay"] = config.decoupled_weight_decay
-    if config.use_ema:
-        options.update(use_ema=True, ema_momentum=config.ema_momentum)
-    if config.optimizer == "adam":
+    options: dict[str, Any] = {"learning_rate": schedule_for(optimization, steps_per_epoch)}
+    if optimization.decoupled_weight_decay:
+        options["weight_decay"] = optimization.decoupled_weight_decay
+    if optimization.use_ema:
+        options.update(use_ema=True, ema_momentum=optimization.ema_momentum)
+    if optimization.optimizer == "adam":
         optimizer = keras.optimizers.Adam(**options)
     else:
         optimizer = keras.optimizers.SGD(
-            momentum=config.momentum, nesterov=config.nesterov, **options
+            momentum=optimization.momentum, nesterov=optimization.nesterov, **options
         )
-    if config.decoupled_weight_decay and not config.decay_norm_and_bias:
+    if optimization.decoupled_weight_decay and not optimization.decay_norm_and_bias:
         optimizer.exclude_from_weight_decay(var_names=list(NO_DECAY_NAMES))
     return optimizer
 
@@ -285,35 +303,36 @@ def compile_model(
     model: keras.Model, config: TrainConfig, runtime: Runtime, steps_per_epoch: int
 ) -> keras.Model:
     """Compile ``model`` with :func:`make_optimizer` and the loss and metrics of
-    :mod:`.evaluate`; return what ``fit`` trains: ``model`` itself, or, when the config mixes
+    :mod:`.evaluate`; return what ``fit`` trains: ``model`` itself, or, when the run mixes
     images, smooths labels or flip-averages validation, a :class:`.objective.TrainingModel`
     around it sharing its optimizer (so ``model``'s checkpoints hold the optimizer's state)."""
-    optimizer = make_optimizer(config, steps_per_epoch)
+    augmentation, tta_flip = config.augmentation, config.evaluation.tta_flip
+    optimizer = make_optimizer(config.optimization, steps_per_epoch)
     compiled = {
         "jit_compile": runtime.jit_compile,
         "steps_per_execution": runtime.steps_per_execution,
     }
     model.compile(optimizer=optimizer, loss=loss(), metrics=metrics(), **compiled)
-    if not (config.mixup_alpha or config.cutmix_alpha or config.label_smoothing or config.tta_flip):
+    if not (augmentation.mixing or augmentation.label_smoothing or tta_flip):
         return model
     trained = TrainingModel(
         model,
-        mixup_alpha=config.mixup_alpha,
-        cutmix_alpha=config.cutmix_alpha,
-        cutmix_prob=config.cutmix_prob,
-        label_smoothing=config.label_smoothing,
-        tta_flip=config.tta_flip,
-        seed=config.seed,
+        mixup_alpha=augmentation.mixup_alpha,
+        cutmix_alpha=augmentation.cutmix_alpha,
+        cutmix_prob=augmentation.cutmix_prob,
+        label_smoothing=augmentation.label_smoothing,
+        tta_flip=tta_flip,
+        seed=augmentation.seed,
         name="training",
     )
     trained.compile(optimizer=optimizer, metrics=metrics(), **compiled)
     return trained
 
 
-def use_averaged_weights(model: keras.Model, config: TrainConfig) -> None:
+def use_averaged_weights(model: keras.Model, optimization: Optimization) -> None:
     """With ``use_ema``: put the optimizer's moving averages into ``model``'s weights (what
-    the export and the predictions use)."""
-    if config.use_ema:
+    the final model and the evaluation use)."""
+    if optimization.use_ema:
         model.optimizer.finalize_variable_values(model.trainable_variables)
 
 
@@ -360,32 +379,10 @@ def warm_start(model: keras.Model, root: DataRoot, relative: str) -> dict[str, A
             f"init_checkpoint {relative!r}: no such file in the data root", "invalid_input"
         )
     try:
-        source = keras.models.load_model(path, compile=False)
+        source = load_model(path, compile=False)
         model.set_weights(source.get_weights())
     except (ValueError, OSError) as exc:
         raise JobFailed(
             f"init_checkpoint {relative!r} does not fit this model: {exc}", "invalid_input"
         ) from exc
     return {"init_checkpoint": relative, "weights_sha256": weights_digest(model)}
-
-
-# -- the end ---------------------------------------------------------------------------------
-
-
-def export_final(model: keras.Model, run: RunFolder, config: TrainConfig, log) -> dict[str, Any]:
-    """Save model.keras, then the SavedModel and ONNX exports the config asks for, made from it
-    by :mod:`trainer_service.inference.export` in a process of its own (best effort: the .keras
-    file is the export that matters; a failed one is logged and reported as None)."""
-    atomic_save_model(model, run.model)
-    formats = tuple(
-        name
-        for name, wanted in (("savedmodel", config.export_savedmodel), ("onnx", config.export_onnx))
-        if wanted
-    )
-    out: dict[str, Any] = {"model": run.model.name, "savedmodel": None, "onnx": None}
-    if formats:
-        exported = export_in_subprocess(run, formats)
-        for name, error in exported.pop("errors", {}).items():
-            log.warning("%s export failed: %s", name, error)
-        out.update({name: exported.get(name) for name in formats})
-    return out

@@ -28,33 +28,13 @@ import numpy as np
 from datavolume.datasets import DatasetUnavailable
 from datavolume.files import read_json
 from datavolume.layout import DataRoot
+from trainer_service import TENSORFLOW_ENV
 from trainer_service.inference.images import ImageError, load_image
 from trainer_service.runs.checkpoints import resolve_model
 from trainer_service.runs.dataset import read_dataset_record
-from trainer_service.settings import TENSORFLOW_ENV
 
 DEFAULT_TOP = 5
 BATCH = 64
-
-
-def load_for_inference(path: Path, *, use_ema: bool = False, tta_flip: bool = False):
-    """The model in ``path`` as the run scores with it: image -> logits.
-
-    ``use_ema``: a checkpoint holds the raw weights and, in its optimizer, their moving
-    averages; those are put in place (a run's ``model.keras`` has them in place already, and
-    putting them in place again changes nothing). ``tta_flip``: logits averaged with the mirror
-    image's."""
-    from trainer_service.saved import load_model
-
-    model = load_model(path, compile=use_ema)
-    optimizer = getattr(model, "optimizer", None)
-    if use_ema and optimizer is not None and optimizer.use_ema:
-        optimizer.finalize_variable_values(model.trainable_variables)
-    if tta_flip:
-        from trainer_service.engine.objective import flip_averaging_model
-
-        model = flip_averaging_model(model)
-    return model
 
 
 def top_classes(logits: np.ndarray, classes: list[dict[str, Any]], k: int) -> list[list[dict]]:
@@ -147,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         limit_threads(args.threads)
     for name, value in TENSORFLOW_ENV.items():  # before TensorFlow is first imported
         os.environ.setdefault(name, value)
+    from trainer_service.model.saved import load_for_inference  # Keras
+
     tta_flip = bool(config.get("tta_flip"))
     model = load_for_inference(path, use_ema=bool(config.get("use_ema")), tta_flip=tta_flip)
     answers = classify_files(model, args.images, classes, args.top)

@@ -30,9 +30,9 @@ from typing import Any
 from datavolume.files import read_json, replacing
 from datavolume.runs import RunFolder
 from jobkit.errors import summary_line
+from trainer_service import TENSORFLOW_ENV
 from trainer_service.inference.process import ProcessFailed, run_json_process
 from trainer_service.runs.checkpoints import FINAL, resolve_model
-from trainer_service.settings import TENSORFLOW_ENV
 
 FORMATS = ("savedmodel", "onnx")
 #: The export process's environment: Keras on TensorFlow, on the CPU.
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
 
     os.environ.update(EXPORT_ENV)  # before Keras and TensorFlow are imported
-    from trainer_service.inference.classify import load_for_inference
+    from trainer_service.model.saved import load_for_inference
 
     model = load_for_inference(
         path, use_ema=bool(config.get("use_ema")), tta_flip=bool(config.get("tta_flip"))

@@ -1,21 +1,15 @@
-"""The bottleneck ResNet as Keras 3 layers (TensorFlow or JAX backend).
+"""The model: the bottleneck ResNet as Keras 3 layers, and every Keras object a run's saved files
+name.
 
-Importing this package registers the layers a run's saved model holds (the blocks, the
-``Preprocess`` and ``Augment`` layers); :func:`trainer_service.saved.load_model` loads a run's
-files with them.
-Its size and cost in closed form: :mod:`trainer_service.architecture` (no Keras needed).
+- :mod:`.architecture`  the shape, bounds, exact size and cost in closed form (no Keras: the API
+                        process validates runs and answers the model report with it alone)
+- :mod:`.blocks`        the residual blocks
+- :mod:`.resnet`        ``build_resnet``: the network, uint8 images in, logits out
+- :mod:`.preprocess`    ``Preprocess``: standardization and the training flip, the first layer
+- :mod:`.augment`       ``Augment`` (training-only crops) and the test-time flip average
+- :mod:`.schedule`      ``EpochSchedule``, the learning rate a checkpoint's optimizer holds
+- :mod:`.saved`         loading what a run saved (importing it registers every class above)
+
+This package's own ``__init__`` imports nothing, so importing ``model.architecture`` never
+imports Keras.
 """
-
-import shard_format.preprocess  # noqa: F401  (registers Preprocess)
-from trainer_service.model.augment import Augment
-from trainer_service.model.blocks import Bottleneck, Downsample, ResnetBasic, SpecialBottleneck
-from trainer_service.model.resnet import build_resnet
-
-__all__ = [
-    "Augment",
-    "Bottleneck",
-    "Downsample",
-    "ResnetBasic",
-    "SpecialBottleneck",
-    "build_resnet",
-]

@@ -1,6 +1,7 @@
-"""Training-only image augmentation, inside the model so it runs on the accelerator.
+"""Image augmentation inside the model, so it runs on the accelerator: the training-only crops
+(:class:`Augment`) and the test-time flip average (:func:`flip_averaging_model`).
 
-:class:`Augment` follows ``shard_format.preprocess.Preprocess`` (which standardizes each image
+:class:`Augment` follows ``model.preprocess.Preprocess`` (which standardizes each image
 and, in training, flips it): it moves and rescales each training image on its own, with its own
 random draw, and passes images through unchanged at inference, so a saved model predicts
 deterministically. Pure ``keras.ops``: it runs on the TensorFlow and JAX backends, under XLA, and
@@ -21,6 +22,12 @@ move the same way), ``RandomTranslation`` and ``RandomZoom`` mark themselves as 
 The flip stays in ``Preprocess`` (the homework's model is unchanged when nothing else is asked).
 Mixing images (MixUp, CutMix) needs the labels, so it lives in the training step
 (``trainer_service.engine.objective``), not here.
+
+**Test-time flip** (a run's ``tta_flip``): :func:`flip_averaged` averages the network's logits
+for each image and its mirror; :func:`flip_averaging_model` is the same as an image -> logits
+model (weights shared with the network), what a run's validation, predictions and exports use.
+Its mirror is a registered layer (:class:`Mirror`), so the wrapped model saves and loads like
+any other.
 """
 
 from __future__ import annotations
@@ -119,3 +126,30 @@ class Augment(layers.Layer):
             "resized_crop_ratio": self.resized_crop_ratio,
             "seed": self.seed,
         }
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class Mirror(layers.Layer):
+    """Every image of a batch [B, H, W, C] flipped left-right (always: not a random flip)."""
+
+    def call(self, images):
+        return ops.flip(images, axis=-2)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+def flip_averaged(network: keras.Model, images, training=False):
+    """The mean of the network's logits for ``images`` and for their left-right mirrors."""
+    mirrored = ops.flip(images, axis=-2)
+    return (network(images, training=training) + network(mirrored, training=training)) / 2.0
+
+
+def flip_averaging_model(network: keras.Model) -> keras.Model:
+    """An image -> logits model giving :func:`flip_averaged` logits (weights shared)."""
+    inputs = keras.Input(network.input.shape[1:], dtype=network.input.dtype, name="images")
+    mirrored = Mirror(name="mirror", dtype=network.input.dtype)(inputs)
+    averaged = layers.Average(name="flip_average", dtype="float32")(
+        [network(inputs), network(mirrored)]
+    )
+    return keras.Model(inputs, averaged, name=f"{network.name}_flip_averaged")

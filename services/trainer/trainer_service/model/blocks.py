@@ -14,7 +14,7 @@ import numbers
 import keras
 from keras import layers, ops
 
-from trainer_service.architecture import check_positive_int
+from trainer_service.model.architecture import check_positive_int
 
 PACKAGE = "trainer_service"
 

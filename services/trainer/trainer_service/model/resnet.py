@@ -31,7 +31,7 @@ from collections.abc import Sequence
 import keras
 from keras import layers
 
-from trainer_service.architecture import (  # noqa: F401  (the shape facts, re-exported)
+from trainer_service.model.architecture import (  # noqa: F401  (the shape facts, re-exported)
     DEFAULT_CLASSES,
     DEFAULT_LEVELS,
     INPUT_SHAPE,
@@ -64,7 +64,7 @@ def build_resnet(
 ) -> keras.Model:
     """Build the functional bottleneck ResNet (freshly initialised); it outputs logits.
 
-    ``preprocessing`` (a layer or layers, e.g. ``shard_format.preprocess.Preprocess()``, which
+    ``preprocessing`` (a layer or layers, e.g. ``model.preprocess.Preprocess()``, which
     takes uint8 images: pass ``input_dtype="uint8"``, then ``model.augment.Augment``) is applied
     right after the Input. ``weight_decay`` puts an L2 regularizer (``wd * sum(w**2)`` added to
     the loss) on every Conv2D and the Dense. ``zero_init_residual`` starts every residual

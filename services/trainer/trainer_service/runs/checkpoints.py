@@ -186,11 +186,16 @@ CHECKPOINT_NAME_PATTERN = rf"^({_NAMES})$"
 MODEL_NAME_PATTERN = rf"^({FINAL}|{_NAMES})$"
 
 
+class NoSuchCheckpoint(FileNotFoundError):
+    """The run has no checkpoint (or final model) of that name, or not yet; the message says
+    which, for a person."""
+
+
 def resolve_model(run: RunFolder, name: str) -> Path:
     """Like :func:`resolve`, and "final" names the run's ``model.keras``."""
     if name == FINAL:
         if not run.model.is_file():
-            raise FileNotFoundError(f"run {run.root.name} has no final model yet")
+            raise NoSuchCheckpoint(f"run {run.root.name} has no final model yet")
         return run.model
     return resolve(run, name)
 
@@ -198,12 +203,12 @@ def resolve_model(run: RunFolder, name: str) -> Path:
 def resolve(run: RunFolder, name: str) -> Path:
     """A checkpoint of the run by name: "best", "latest", "epoch-0003.keras" or "3".
 
-    Raises FileNotFoundError (with a readable message) if there is no such file.
+    Raises :class:`NoSuchCheckpoint` (with a readable message) if there is no such file.
     """
     if name == "latest":
         latest = read_latest(run)
         if latest is None:
-            raise FileNotFoundError(f"run {run.root.name} has no checkpoint yet")
+            raise NoSuchCheckpoint(f"run {run.root.name} has no checkpoint yet")
         path = run.checkpoints / latest.file
     elif name == "best":
         path = run.best
@@ -212,7 +217,7 @@ def resolve(run: RunFolder, name: str) -> Path:
     elif name.endswith(CHECKPOINT_SUFFIX) and "/" not in name and not name.startswith("."):
         path = run.checkpoints / name
     else:
-        raise FileNotFoundError(f"not a checkpoint name: {name!r}")
+        raise NoSuchCheckpoint(f"not a checkpoint name: {name!r}")
     if not path.is_file():
-        raise FileNotFoundError(f"run {run.root.name} has no checkpoint {path.name}")
+        raise NoSuchCheckpoint(f"run {run.root.name} has no checkpoint {path.name}")
     return path

@@ -5,11 +5,19 @@ at epoch 64, a random flip), except the weight decay, which the homework set far
 :data:`DEFAULT_WEIGHT_DECAY`). A ``recipe`` (:mod:`.recipes`) fills the fields a request leaves
 out. Every invalid value fails validation with an error located at its field, which the API
 turns into a 422 naming that field.
+
+The request body and ``config.json`` are one flat object; the engine reads it in typed sections,
+each by the one module that uses it (:class:`Network`, :class:`Optimization` and
+:class:`Augmentation` by ``engine.train``, :class:`Pipeline` by ``engine.data``, :class:`Compute`
+by ``engine.runtime``, :class:`Stopping` by ``engine.stopping``, :class:`Evaluation` by
+``engine.evaluate``, :class:`Recording` by ``engine.callbacks``, :class:`Exports` by the job's
+export step).
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, fields
 from pathlib import PurePosixPath
 from typing import Annotated, Literal
 
@@ -18,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from shard_format.schema import DATASET_NAME_PATTERN
 
 # Keras-free: the API process validates configs without importing Keras (or TensorFlow).
-from trainer_service.architecture import (
+from trainer_service.model.architecture import (
     MAX_LEVELS,
     MAX_REPEATS,
     check_levels,
@@ -61,6 +69,126 @@ class EarlyStopping(BaseModel):
     min_delta: float = Field(
         0.0, ge=0, le=1e6, description="Smallest change that counts as an improvement."
     )
+
+
+# -- the sections the engine reads (views of a TrainConfig, named as its fields) --------------
+
+
+@dataclass(frozen=True)
+class Network:
+    """The network: its shape, its L2 weight decay, how its residual branches start."""
+
+    filters: int
+    levels: list[int]
+    weight_decay: float
+    zero_init_residual: bool
+    seed: int
+
+
+@dataclass(frozen=True)
+class Optimization:
+    """The optimizer and its learning-rate schedule (over ``epochs``)."""
+
+    optimizer: str
+    learning_rate: float
+    momentum: float
+    nesterov: bool
+    schedule: str
+    decay_epochs: list[int]
+    decay_factor: float
+    warmup_epochs: float
+    warmup_steps: int | None
+    epochs: int
+    decoupled_weight_decay: float
+    decay_norm_and_bias: bool
+    use_ema: bool
+    ema_momentum: float
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """What training does to its images and labels (evaluation never does any of it)."""
+
+    flip: bool
+    crop_padding: int
+    resized_crop_scale: list[float] | None
+    resized_crop_ratio: list[float]
+    mixup_alpha: float
+    cutmix_alpha: float
+    cutmix_prob: float
+    label_smoothing: float
+    seed: int
+
+    @property
+    def crops(self) -> bool:
+        return bool(self.crop_padding) or self.resized_crop_scale is not None
+
+    @property
+    def mixing(self) -> bool:
+        return bool(self.mixup_alpha or self.cutmix_alpha)
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """The input pipelines: batches, caching, order, and the smoke-run limits."""
+
+    batch_size: int
+    cache: str | bool
+    deterministic: bool
+    limit_train_steps: int | None
+    limit_val_steps: int | None
+
+
+@dataclass(frozen=True)
+class Compute:
+    """Where and how the step computes (``"auto"`` resolved per machine by the engine)."""
+
+    mixed_precision: str
+    jit_compile: str | bool
+    steps_per_execution: str | int
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class Stopping:
+    """When a run ends before ``epochs``: early stopping, a time limit, a time budget."""
+
+    epochs: int
+    early_stopping: EarlyStopping | None
+    max_runtime_min: float | None
+    time_budget_min: float | None
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """How the best checkpoint is scored and the test split predicted."""
+
+    batch_size: int
+    tta_flip: bool
+    limit_val_steps: int | None
+
+
+@dataclass(frozen=True)
+class Recording:
+    """What the run records after each epoch."""
+
+    epochs: int
+    batch_size: int
+    keep_checkpoints: int
+    tta_flip: bool
+
+
+@dataclass(frozen=True)
+class Exports:
+    """The exports made when the run ends (beside ``model.keras``)."""
+
+    export_savedmodel: bool
+    export_onnx: bool
+
+    @property
+    def formats(self) -> tuple[str, ...]:
+        wanted = (("savedmodel", self.export_savedmodel), ("onnx", self.export_onnx))
+        return tuple(name for name, on in wanted if on)
 
 
 class TrainConfig(BaseModel):
@@ -384,6 +512,45 @@ class TrainConfig(BaseModel):
     def filters(self) -> int:
         """The width as an int (presets resolved)."""
         return resolve_width(self.width)
+
+    def _section(self, kind):
+        return kind(**{f.name: getattr(self, f.name) for f in fields(kind)})
+
+    @property
+    def network(self) -> Network:
+        return self._section(Network)
+
+    @property
+    def optimization(self) -> Optimization:
+        return self._section(Optimization)
+
+    @property
+    def augmentation(self) -> Augmentation:
+        return self._section(Augmentation)
+
+    @property
+    def pipeline(self) -> Pipeline:
+        return self._section(Pipeline)
+
+    @property
+    def compute(self) -> Compute:
+        return self._section(Compute)
+
+    @property
+    def stopping(self) -> Stopping:
+        return self._section(Stopping)
+
+    @property
+    def evaluation(self) -> Evaluation:
+        return self._section(Evaluation)
+
+    @property
+    def recording(self) -> Recording:
+        return self._section(Recording)
+
+    @property
+    def exports(self) -> Exports:
+        return self._section(Exports)
 
     def hparams(self) -> dict[str, bool | int | float | str]:
         """Every setting as a TensorBoard HParams value (numbers, strings and booleans; lists

@@ -1,4 +1,4 @@
-"""Run operations behind the routes: check a request, describe a run, resume it.
+"""Run operations behind the routes: check a request, resume a run.
 
 No HTTP here: problems are raised as :class:`InvalidRunRequest` (the routes turn it into a 422
 naming the field) or as jobkit errors (404 unknown run, 409 wrong state).
@@ -7,23 +7,18 @@ naming the field) or as jobkit errors (404 unknown run, 409 wrong state).
 from __future__ import annotations
 
 import zipfile
-from typing import Any
 
 from datavolume.datasets import DatasetUnavailable
-from datavolume.files import read_json
 from datavolume.layout import DataRoot, OutsideRoot
-from datavolume.runs import RunFolder
 from jobkit.errors import JobStateConflict
 from jobkit.models import JobPublic, JobState
 from jobkit.runner import JobRunner
 from jobkit.store import JobStore
 from shard_format.schema import TRAIN
-from trainer_service.architecture import check_shape
-from trainer_service.runs import checkpoints, resume
+from trainer_service.model.architecture import check_shape
+from trainer_service.runs import resume
 from trainer_service.runs.config import TrainConfig
-from trainer_service.runs.dataset import dataset_status, pinned_folder, usable_dataset
-from trainer_service.runs.history import read_history
-from trainer_service.schemas import CheckpointInfo, RunPublic, TrainingStatus
+from trainer_service.runs.dataset import pinned_folder, usable_dataset
 
 RESUMABLE = (JobState.INTERRUPTED, JobState.CANCELLED, JobState.FAILED)
 
@@ -90,48 +85,6 @@ def check_request(root: DataRoot, config: TrainConfig) -> None:
     except ValueError as exc:
         raise InvalidRunRequest("body.levels", str(exc)) from None
     check_init_checkpoint(root, config.init_checkpoint)
-
-
-# -- describing ------------------------------------------------------------------------------
-
-
-def training_status(job: JobPublic, run: RunFolder) -> TrainingStatus:
-    metrics: dict[str, Any] = job.metrics or {}
-    latest = checkpoints.read_latest(run)
-    history = read_history(run)
-    running = job.state == JobState.RUNNING
-    return TrainingStatus(
-        epoch=metrics.get("epoch"),
-        epochs=metrics.get("epochs", job.request.get("epochs")),
-        step=metrics.get("step"),
-        steps_per_epoch=metrics.get("steps_per_epoch"),
-        completed_epochs=latest.epoch if latest else 0,
-        images_per_s=metrics.get("images_per_s"),
-        eta_s=metrics.get("eta_s") if running else None,
-        learning_rate=metrics.get("learning_rate"),
-        last_epoch=history[-1] if history else None,
-        budget=read_json(run.budget, tolerate_corrupt=True),
-    )
-
-
-def run_public(job: JobPublic, root: DataRoot) -> RunPublic:
-    """The job with its training status and checkpoints (read from the run folder)."""
-    run = root.run(job.id)
-    return RunPublic(
-        **job.model_dump(),
-        run_dir=root.relative(run.root),
-        training=training_status(job, run),
-        checkpoints=[CheckpointInfo(**c) for c in checkpoints.list_checkpoints(run)],
-        exports=exports(run, root),
-        dataset=dataset_status(run, root),
-        model_card=root.relative(run.card_markdown) if run.card_markdown.is_file() else None,
-    )
-
-
-def exports(run: RunFolder, root: DataRoot) -> dict[str, str]:
-    """The final model's files that exist, by format, relative to the data root."""
-    files = {"keras": run.model, "savedmodel": run.savedmodel, "onnx": run.onnx}
-    return {name: root.relative(path) for name, path in files.items() if path.exists()}
 
 
 # -- resuming --------------------------------------------------------------------------------

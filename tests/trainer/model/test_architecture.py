@@ -11,7 +11,7 @@ import keras
 import pytest
 
 from bench.model_cost import count_macs
-from trainer_service.architecture import (
+from trainer_service.model.architecture import (
     MAX_LEVELS,
     MAX_PARAMETERS,
     MAX_WIDTH,

@@ -1,10 +1,10 @@
-"""The predict process's command and environment, and the names uploads are answered by."""
+"""The classify process's command and environment, and the names uploads are answered by."""
 
 from __future__ import annotations
 
 import pytest
 
-from trainer_service.inference.predictor import PREDICT_ENV, Predictor, safe_name
+from trainer_service.inference.classifier import CLASSIFY_ENV, Classifier, safe_name
 from trainer_service.settings import Settings
 
 
@@ -32,8 +32,8 @@ def test_the_process_runs_on_the_cpu_below_training(tmp_path):
         keras_backend="jax",
         predict_keras_backend="tensorflow",
     )
-    predictor = Predictor(settings)
-    command = predictor.command("abc", "best", [tmp_path / "x.png"])
+    classifier = Classifier(settings)
+    command = classifier.command("abc", "best", [tmp_path / "x.png"])
     assert command[1:3] == ["-m", "trainer_service.inference.classify"]
 
     def option(flag: str) -> str:
@@ -43,8 +43,8 @@ def test_the_process_runs_on_the_cpu_below_training(tmp_path):
     assert option("--checkpoint") == "best"
     assert option("--threads") == "3" and option("--nice") == "17"
     assert command[-1] == str(tmp_path / "x.png") and "--json" in command
-    env = predictor.environment()
+    env = classifier.environment()
     assert env["JAX_PLATFORMS"] == "cpu" and env["CUDA_VISIBLE_DEVICES"] == ""
-    assert PREDICT_ENV.items() <= env.items()
+    assert CLASSIFY_ENV.items() <= env.items()
     assert env["KERAS_BACKEND"] == "tensorflow"  # the predict process's, not the workers'
     assert env["TRAINER_KERAS_BACKEND"] == "jax"

@@ -1,7 +1,7 @@
 """The API side of ``POST /v1/runs/{id}/predict``: classify uploaded images in a process of its
 own (no Keras, TensorFlow or JAX here: the API process never loads them).
 
-**One prediction at a time, on the CPU, below training.** Each request's images go to a fresh
+**One classification at a time, on the CPU, below training.** Each request's images go to a fresh
 temporary folder (outside the data volume) and ``python -m trainer_service.inference.classify``
 runs on them with Keras on ``predict_keras_backend``, ``JAX_PLATFORMS=cpu`` and no visible GPU
 (a run training on the GPU keeps all of its memory), on ``predict_threads`` CPU threads, at
@@ -26,8 +26,8 @@ from typing import Any
 from trainer_service.inference.process import ProcessFailed, run_json_process
 from trainer_service.settings import Settings
 
-#: The predict process's environment beyond the workers': CPU only, quiet.
-PREDICT_ENV = {"JAX_PLATFORMS": "cpu", "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"}
+#: The classify process's environment beyond the workers': CPU only, quiet.
+CLASSIFY_ENV = {"JAX_PLATFORMS": "cpu", "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"}
 _UNSAFE = re.compile(r"[^\w.\- ]")
 _NAME_BYTES = 200
 
@@ -40,12 +40,12 @@ class Upload:
     data: bytes
 
 
-class PredictorBusy(Exception):
-    """Another prediction held the slot for longer than the wait allowed."""
+class ClassifierBusy(Exception):
+    """Another classification held the slot for longer than the wait allowed."""
 
 
-class PredictionFailed(Exception):
-    """The predict process failed or ran too long; the message says which, for a person."""
+class ClassificationFailed(Exception):
+    """The classify process failed or ran too long; the message says which, for a person."""
 
 
 def safe_name(name: str, index: int) -> str:
@@ -56,8 +56,8 @@ def safe_name(name: str, index: int) -> str:
     return base or f"image-{index + 1}"
 
 
-class Predictor:
-    """Runs the predict process for the API, one at a time (see the module docstring)."""
+class Classifier:
+    """Runs the classify process for the API, one at a time (see the module docstring)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -65,7 +65,7 @@ class Predictor:
 
     def environment(self) -> dict[str, str]:
         backend = {"KERAS_BACKEND": self.settings.predict_keras_backend}
-        return {**os.environ, **self.settings.worker_env(), **PREDICT_ENV, **backend}
+        return {**os.environ, **self.settings.worker_env(), **CLASSIFY_ENV, **backend}
 
     def command(self, run_id: str, checkpoint: str, paths: list[Path]) -> list[str]:
         s = self.settings
@@ -80,7 +80,7 @@ class Predictor:
         """The classify module's answer for ``uploads`` (in their order, named as sent)."""
         if not self._slot.acquire(timeout=self.settings.predict_wait_s):
             wait = self.settings.predict_wait_s
-            raise PredictorBusy(f"another prediction is running; the slot stayed busy {wait:g} s")
+            raise ClassifierBusy(f"another prediction is running; the slot stayed busy {wait:g} s")
         try:
             with tempfile.TemporaryDirectory(prefix="tin-predict-") as folder:
                 paths = []
@@ -98,4 +98,4 @@ class Predictor:
         try:
             return run_json_process(command, self.environment(), timeout, "the predict process")
         except ProcessFailed as exc:
-            raise PredictionFailed(str(exc)) from None
+            raise ClassificationFailed(str(exc)) from None

@@ -5,6 +5,10 @@ zero, linear warm-up.
 ``keras.ops`` from ``optimizer.iterations``. The optimizer state saved in every checkpoint holds
 ``iterations``, so a resumed run continues the schedule where it stopped; nothing else needs to
 be restored. (The homework built a schedule but never handed it to the optimizer.)
+
+It lives with the model because every checkpoint's optimizer holds it: loading a checkpoint with
+its optimizer needs it registered (:mod:`.saved` does). The engine builds one from a run's
+optimizer settings (``trainer_service.engine.train.schedule_for``).
 """
 
 from __future__ import annotations
@@ -15,10 +19,12 @@ from collections.abc import Sequence
 import keras
 from keras import ops
 
+from trainer_service.model.blocks import PACKAGE
+
 KINDS = ("step", "cosine", "linear", "constant")
 
 
-@keras.saving.register_keras_serializable(package="trainer_service")
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class EpochSchedule(keras.optimizers.schedules.LearningRateSchedule):
     """Learning rate at optimizer step ``s`` (0-based) with ``steps_per_epoch`` steps per epoch.
 
@@ -100,17 +106,3 @@ class EpochSchedule(keras.optimizers.schedules.LearningRateSchedule):
             "total_epochs": self.total_epochs,
             "warmup_steps": self._warmup_steps,
         }
-
-
-def schedule_for(config, steps_per_epoch: int) -> EpochSchedule:
-    """The schedule a :class:`~trainer_service.runs.config.TrainConfig` asks for."""
-    return EpochSchedule(
-        base_lr=config.learning_rate,
-        steps_per_epoch=steps_per_epoch,
-        kind=config.schedule,
-        decay_epochs=config.decay_epochs,
-        decay_factor=config.decay_factor,
-        warmup_epochs=config.warmup_epochs,
-        total_epochs=config.epochs,
-        warmup_steps=config.warmup_steps,
-    )

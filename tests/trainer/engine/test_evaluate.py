@@ -1,4 +1,5 @@
-"""Test predictions in the cs231n format and the val scores of a chosen checkpoint (API + CLI)."""
+"""The evaluation of a checkpoint: test predictions in the cs231n format and the val scores
+(function and command)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ from datavolume.files import atomic_write_json
 from datavolume.runs import RunFolder
 from shard_format.metadata import load_metadata
 from tests.trainer.support import TOY, TOY_CLASSES, TOY_TEST_IMAGES, TOY_VAL_PER_CLASS, tiny_config
-from trainer_service import predict
 from trainer_service.engine import evaluate
 from trainer_service.engine import train as engine
+from trainer_service.runs.config import Evaluation
 
 LINE = re.compile(r"^test_(\d+)\.JPEG (n\d{8})$")
 
@@ -38,8 +39,9 @@ def test_predictions_file_format(data_root, run_with_checkpoint, tmp_path):
     metadata = load_metadata(folder)
     out = RunFolder(tmp_path / "out")
     out.root.mkdir()
-    evaluation = evaluate.predict_and_evaluate(
-        model, folder, metadata, out.root, batch_size=3, checkpoint={"checkpoint": "x.keras"}
+    settings = Evaluation(batch_size=3, tta_flip=False, limit_val_steps=None)
+    evaluation = evaluate.evaluate_checkpoint(
+        model, folder, metadata, out.root, settings, checkpoint={"checkpoint": "x.keras"}
     )
     lines = out.predictions.read_text().splitlines()
     assert len(lines) == TOY_TEST_IMAGES == evaluation["test_predictions"]
@@ -64,7 +66,7 @@ def test_predictions_file_format(data_root, run_with_checkpoint, tmp_path):
 def test_cli_for_a_runs_checkpoint(data_root, run_with_checkpoint, capsys):
     paths, _ = run_with_checkpoint
     assert (
-        predict.main(["--data-root", str(data_root), "--run", "abc123", "--checkpoint", "best"])
+        evaluate.main(["--data-root", str(data_root), "--run", "abc123", "--checkpoint", "best"])
         == 0
     )
     printed = json.loads(capsys.readouterr().out)
@@ -75,4 +77,4 @@ def test_cli_for_a_runs_checkpoint(data_root, run_with_checkpoint, capsys):
 
 def test_cli_rejects_a_missing_checkpoint(data_root, run_with_checkpoint):
     with pytest.raises(SystemExit):
-        predict.main(["--data-root", str(data_root), "--run", "abc123", "--checkpoint", "7"])
+        evaluate.main(["--data-root", str(data_root), "--run", "abc123", "--checkpoint", "7"])

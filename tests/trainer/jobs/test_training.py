@@ -1,9 +1,10 @@
-"""The job function's contract with the jobkit worker (the training itself: training/test_loop)."""
+"""The job function's contract with the jobkit worker (the training itself: engine/test_train)."""
 
 import pytest
 
 from jobkit.errors import JobFailed
-from trainer_service.jobs import JOB_TARGET, run_training
+from trainer_service.jobs import TRAINING_TARGET
+from trainer_service.jobs.training import run_training
 from trainer_service.settings import Settings
 
 
@@ -21,7 +22,7 @@ def test_an_invalid_request_fails_as_invalid_input():
 def test_target_is_importable():
     from jobkit.worker import load_target
 
-    assert load_target(JOB_TARGET) is run_training
+    assert load_target(TRAINING_TARGET) is run_training
 
 
 def test_worker_environment_carries_the_settings_and_backend(tmp_path):

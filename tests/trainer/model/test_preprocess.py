@@ -2,7 +2,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from shard_format.preprocess import Preprocess, random_flip, standardize
+from trainer_service.model.preprocess import Preprocess, random_flip, standardize
 
 
 def _batch(n=8, seed=0):

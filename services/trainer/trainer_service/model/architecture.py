@@ -3,7 +3,7 @@
 The API process validates run configs and answers the model report with this module alone, so
 it never imports Keras (whose TensorFlow backend would claim a GPU's memory beside a training
 worker). The counts are closed-form sums over the blocks of ``trainer_service.model.resnet``
-and equal Keras's own (``tests/trainer/test_architecture.py`` checks both):
+and equal Keras's own (``tests/trainer/model/test_architecture.py`` checks both):
 
 - a pre-activation unit BN(c_in) -> Conv k x k (c_in -> c_out, no bias): ``4 c_in`` BatchNorm
   numbers (2 trainable, 2 moving statistics) and ``k^2 c_in c_out`` weights; its multiply-adds

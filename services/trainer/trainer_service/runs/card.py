@@ -1,11 +1,12 @@
 """The model card of a run: ``model_card.json`` and ``MODEL.md`` in its folder (no Keras).
 
 Written at the end of every run that finishes training (a resumed one included), from the files
-the run wrote: the architecture and its size (closed form, :mod:`trainer_service.architecture`),
-the resolved configuration (``config.json``), the dataset version and classes it trained on
-(``dataset.json``), the final and best val top-1/top-5 (``history.json``, ``best.json``) and the
-evaluation of the checkpoint the predictions used (``evaluation.json``), the exports, the date
-and the software versions. The JSON holds everything; the Markdown is what a person reads.
+the run wrote: the architecture and its size (closed form,
+:mod:`trainer_service.model.architecture`), the resolved configuration (``config.json``), the
+dataset version and classes it trained on (``dataset.json``), the final and best val top-1/top-5
+(``history.json``, ``best.json``) and the evaluation of the checkpoint the predictions used
+(``evaluation.json``), the exports, the date and the software versions. The JSON holds
+everything; the Markdown is what a person reads.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 from datavolume.files import atomic_write_json, atomic_write_text, read_json
 from datavolume.runs import RunFolder
-from trainer_service.architecture import report
+from trainer_service.model.architecture import report
 from trainer_service.runs.checkpoints import read_best
 from trainer_service.runs.config import TrainConfig
 from trainer_service.runs.history import read_history

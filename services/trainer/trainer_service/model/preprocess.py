@@ -1,9 +1,12 @@
-"""Read-time preprocessing in pure Keras ops, so it runs in tf.data or inside the model on any
-backend (TensorFlow, JAX) and on the accelerator.
+"""The model's first layer: read-time preprocessing in pure Keras ops, so it runs inside the
+model on any backend (TensorFlow, JAX) and on the accelerator.
 
 The old homework's intent, done right: rescale to [0, 1], per-image (sample-wise) centering and
 std normalization, and a random horizontal flip in training only, drawn anew on every call (so
 every epoch sees new flips; nothing is baked into the shards).
+
+Files saved before this layer moved here from the shard format library name it
+``shard_format>Preprocess``: that name is registered too, so they keep loading.
 """
 
 from __future__ import annotations
@@ -12,6 +15,11 @@ import math
 
 import keras
 from keras import ops
+
+from trainer_service.model.blocks import PACKAGE
+
+#: The name Keras recorded for this layer in files saved while it lived in ``shard_format``.
+FORMER_NAME = "shard_format>Preprocess"
 
 
 def standardize(images):
@@ -37,7 +45,7 @@ def random_flip(images, seed):
     return ops.where(flip, ops.flip(images, axis=-2), images)
 
 
-@keras.saving.register_keras_serializable(package="shard_format")
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class Preprocess(keras.layers.Layer):
     """Standardize every image; flip randomly only when ``training`` is true.
 
@@ -63,3 +71,6 @@ class Preprocess(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "flip": self.flip, "seed": self.seed}
+
+
+keras.saving.get_custom_objects()[FORMER_NAME] = Preprocess

@@ -4,7 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-from trainer_service.engine.schedule import EpochSchedule, schedule_for
+from trainer_service.engine.train import schedule_for
+from trainer_service.model.schedule import EpochSchedule
 from trainer_service.runs.config import TrainConfig
 
 S = 781  # steps per epoch of Tiny ImageNet at batch 128 (100,000 // 128)

@@ -2,7 +2,8 @@
 
 The images travel as ``multipart/form-data`` (field ``images``, repeated), at most
 ``predict_max_images`` of them and ``predict_max_bytes`` in all; the classification runs in a
-process of its own (:mod:`trainer_service.inference.predictor`), never in this one.
+process of its own (:mod:`trainer_service.inference.classifier`), never in this one. How its
+errors are answered is :data:`PROBLEMS` (the app installs it beside jobkit's).
 """
 
 from __future__ import annotations
@@ -12,30 +13,37 @@ from typing import Annotated
 from fastapi import APIRouter, File, Query, Request, UploadFile
 
 from jobkit.api import require_job
-from jobkit.problems import PROBLEM_JSON, ProblemError, invalid_field, problem_type
+from jobkit.problems import PROBLEM_JSON, Problem, invalid_field
 from jobkit.service import SettingsDep, StoreDep
 from trainer_service.api.runs import PREFIX, RESOURCE, RunId
-from trainer_service.inference.predictor import (
-    PredictionFailed,
-    Predictor,
-    PredictorBusy,
+from trainer_service.api.schemas import Prediction
+from trainer_service.inference.classifier import (
+    ClassificationFailed,
+    Classifier,
+    ClassifierBusy,
     Upload,
 )
-from trainer_service.runs.checkpoints import MODEL_NAME_PATTERN, resolve_model
-from trainer_service.schemas import Prediction
+from trainer_service.runs.checkpoints import MODEL_NAME_PATTERN, NoSuchCheckpoint, resolve_model
 
 _PROBLEM = {"content": {PROBLEM_JSON: {}}, "description": "Problem details (RFC 9457)"}
 PREDICT_RETRY_AFTER_S = 5
 
+#: How this route's errors are answered.
+PROBLEMS = {
+    NoSuchCheckpoint: Problem(409, "No such checkpoint", "no-checkpoint"),
+    ClassifierBusy: Problem(429, "Predictor busy", "predictor-busy", (), PREDICT_RETRY_AFTER_S),
+    ClassificationFailed: Problem(503, "Prediction failed", "prediction-failed"),
+}
+
 router = APIRouter(prefix=PREFIX, tags=[RESOURCE])
 
 
-def get_predictor(request: Request) -> Predictor:
-    """The app's one predictor (made on first use, with the app's settings)."""
+def get_classifier(request: Request) -> Classifier:
+    """The app's one classifier (made on first use, with the app's settings)."""
     state = request.app.state
-    if getattr(state, "predictor", None) is None:
-        state.predictor = Predictor(state.settings)
-    return state.predictor
+    if getattr(state, "classifier", None) is None:
+        state.classifier = Classifier(state.settings)
+    return state.classifier
 
 
 @router.post(
@@ -71,25 +79,6 @@ def predict(
             "body.images",
             f"{len(images)} images; one request may send at most {settings.predict_max_images}",
         )
-    try:
-        resolve_model(settings.volume.run(run_id), checkpoint)
-    except FileNotFoundError as exc:
-        raise ProblemError(
-            409, "No such checkpoint", str(exc), type_=problem_type("no-checkpoint")
-        ) from None
+    resolve_model(settings.volume.run(run_id), checkpoint)  # before the uploads are read
     uploads = [Upload(image.filename or "", image.file.read()) for image in images]
-    try:
-        answer = get_predictor(request).classify(run_id, checkpoint, uploads)
-    except PredictorBusy as exc:
-        raise ProblemError(
-            429,
-            "Predictor busy",
-            str(exc),
-            type_=problem_type("predictor-busy"),
-            headers={"Retry-After": str(PREDICT_RETRY_AFTER_S)},
-        ) from None
-    except PredictionFailed as exc:
-        raise ProblemError(
-            503, "Prediction failed", str(exc), type_=problem_type("prediction-failed")
-        ) from None
-    return Prediction.model_validate(answer)
+    return Prediction.model_validate(get_classifier(request).classify(run_id, checkpoint, uploads))
