@@ -27,6 +27,7 @@ SAMPLE_KINDS = [
     "disk_full_at_the_end",
     "no_space_while_working",
     "die_once",
+    "fill_the_volume",
 ]
 TARGETS = {kind: f"tests.jobkit.sample_jobs:{kind}" for kind in SAMPLE_KINDS}
 

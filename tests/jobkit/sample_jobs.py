@@ -162,3 +162,17 @@ def die_once(ctx: JobContext) -> None:
             raise MemoryError()
         os.kill(os.getpid(), signal.SIGKILL)
     ctx.result({"runs": runs + 1})
+
+
+def fill_the_volume(ctx: JobContext) -> None:
+    """Writes the file ``path`` until its volume is full, keeps it, and fails as the write did
+    (ENOSPC): a job whose volume fills under it."""
+    from tests.utils.full_volume import fill
+
+    _ready(ctx)
+    fill(Path(ctx.request["path"]))
+    fd = os.open(ctx.request["path"], os.O_WRONLY | os.O_APPEND)
+    try:
+        os.write(fd, bytes(4096))  # the job's next write: No space left on device
+    finally:
+        os.close(fd)

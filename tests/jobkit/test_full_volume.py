@@ -1,7 +1,9 @@
 """A full volume never leaves a job running forever, never stops the runner, and never gets a 500:
-the end a worker could not record is recorded (``out_of_space``) once the store takes writes
-again; jobs are refused with 507 and /readyz says why while the volume cannot take them; a
-queue has a limit (429); and one job at a time means one worker process at a time."""
+a job that fills a real volume ends ``out_of_space`` while the volume stays full (the store's
+reserve); an end the store cannot record is shown as it is (state, error, ``unrecorded_end``;
+a cancel is refused with it; /readyz says why) and recorded (``out_of_space``) once the store
+takes writes again; jobs are refused with 507 and /readyz says why while the volume cannot take
+them; a queue has a limit (429); and one job at a time means one worker process at a time."""
 
 from __future__ import annotations
 
@@ -15,14 +17,16 @@ from fastapi.testclient import TestClient
 
 from datavolume.layout import DataRoot
 from jobkit.api import create_job, health_router, make_jobs_router
-from jobkit.errors import QueueFull, VolumeNotWritable, is_out_of_space
+from jobkit.errors import JobStateConflict, QueueFull, VolumeNotWritable, is_out_of_space
 from jobkit.models import JobState
 from jobkit.problems import install_problem_handlers
+from jobkit.reserve import SPARE_BYTES
 from jobkit.runner import JobRunner
 from jobkit.service import readiness
 from jobkit.store import JobStore
 from jobkit.worker import EXIT_UNRECORDED, classify_exception
 from tests.jobkit.jobkit_helpers import REPO_ROOT, TARGETS, wait_terminal, wait_until
+from tests.utils.full_volume import MiB, free_bytes, tmpfs
 
 FULL = sqlite3.OperationalError("database or disk is full")
 
@@ -125,8 +129,10 @@ def test_the_next_worker_starts_only_once_the_previous_one_has_exited(tmp_path):
         runner.stop()
 
 
-def _app(tmp_path, **runner_kwargs) -> tuple[TestClient, JobStore, JobRunner]:
-    store = JobStore(tmp_path / "state" / "jobs.db")
+def _app(
+    tmp_path, store_class: type[JobStore] = JobStore, **runner_kwargs
+) -> tuple[TestClient, JobStore, JobRunner]:
+    store = store_class(tmp_path / "state" / "jobs.db")
     runner = runner_over(store, tmp_path, **runner_kwargs)
     app = FastAPI()
     install_problem_handlers(app)
@@ -201,3 +207,113 @@ def test_the_probe_leaves_nothing_behind(tmp_path):
     volume = DataRoot(tmp_path)
     assert volume.unwritable_reason(0) is None
     assert list(Path(tmp_path / "state").iterdir()) == []
+
+
+def wait_for(predicate, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+    return value
+
+
+def test_a_job_that_fills_a_real_volume_ends_out_of_space_while_it_is_full(tmp_path):
+    with tmpfs(tmp_path / "volume", 16 * MiB) as volume:
+        store = JobStore(volume / "state" / "jobs.db")
+        runner = JobRunner(store, targets=TARGETS, log_dir=volume / "state" / "logs",
+                           env={"PYTHONPATH": str(REPO_ROOT)})  # fmt: skip
+        runner.start()
+        try:
+            assert store.reserve().whole()  # built at start
+            keep = volume / "keep.bin"
+            keep.write_bytes(b"kept" * 1024)
+            filler = volume / "filler"
+            job = store.create("fill_the_volume", {"path": str(filler)})
+            runner.wake()
+            wait_for(lambda: free_bytes(volume) == 0, timeout=30)
+            full_at = time.monotonic()
+            done = wait_terminal(store, job.id, timeout=10)
+            assert time.monotonic() - full_at < 10
+            assert (done.state, done.error.type) == (JobState.FAILED, "out_of_space")
+            assert "No space left on device" in done.error.message
+            # Still full (the runner may have used the spare file for the job's last log line).
+            assert free_bytes(volume) <= SPARE_BYTES
+            wait_for(lambda: "worker exited with code 1; job failed" in runner.log_tail(job.id))
+            assert keep.read_bytes() == b"kept" * 1024 and filler.stat().st_size > 8 * MiB
+
+            filler.unlink()  # space is freed: the runner rebuilds the reserve ...
+            wait_for(lambda: store.reserve().whole(), timeout=10)
+            again = store.create("succeed", {"count": 2})
+            runner.wake()  # ... and the queue moves on
+            assert wait_terminal(store, again.id).state == JobState.SUCCEEDED
+        finally:
+            runner.stop()
+            store._close_this_thread()
+
+
+def test_an_end_the_store_cannot_record_is_shown_until_it_is(tmp_path):
+    client, store, runner = _app(tmp_path, store_class=FillingStore)
+    runner.start()
+    try:
+        job = store.create("disk_full_at_the_end", {"tags": ["mine"]})
+        store.full = True
+        runner.wake()
+        wait_for(lambda: job.id in runner.unrecorded_ends())
+        assert store.get(job.id).state == JobState.RUNNING  # what the store says ...
+
+        shown = client.get(f"/v1/jobs/{job.id}")  # ... and what the service knows
+        assert shown.status_code == 200 and "retry-after" not in shown.headers
+        body = shown.json()
+        assert (body["state"], body["error"]["type"]) == ("failed", "out_of_space")
+        assert body["unrecorded_end"]["worker"] == "worker exited with code 4"
+        reason = "the job store cannot be written: database or disk is full"
+        assert body["unrecorded_end"]["reason"] == reason
+        listed = client.get("/v1/jobs", params={"state": "failed", "tag": "mine"}).json()
+        assert [item["id"] for item in listed["items"]] == [job.id]
+        assert client.get("/v1/jobs", params={"state": "running"}).json()["items"] == []
+        assert [item["state"] for item in client.get("/v1/jobs").json()["items"]] == ["failed"]
+
+        cancel = client.post(f"/v1/jobs/{job.id}/cancel")
+        assert cancel.status_code == 409 and cancel.json()["state"] == "failed"
+        assert "not recorded yet" in cancel.json()["detail"]
+        ready = client.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["detail"] == (
+            f"1 job has ended (failed) but its end is not recorded yet: {reason}"
+        )
+        assert not store.get(job.id).cancel_requested
+
+        store.full = False  # space was freed
+        done = wait_terminal(store, job.id)
+        assert (done.state, done.error.type) == (JobState.FAILED, "out_of_space")
+        wait_for(lambda: runner.unrecorded_ends() == {})
+        body = client.get(f"/v1/jobs/{job.id}").json()
+        assert body["state"] == "failed" and body["unrecorded_end"] is None
+        assert "could not record" in body["error"]["message"]
+        assert client.get("/readyz").status_code == 200
+        assert runner.log_tail(job.id).count("worker exited with code 4") == 1  # logged once
+    finally:
+        runner.stop()
+
+
+def test_a_job_whose_worker_is_gone_shows_interrupted_until_that_is_recorded(tmp_path):
+    store = JobStore(tmp_path / "jobs.db")
+    job = store.create("succeed", {})
+    store.mark_running(job.id, 999_999_999)  # a worker gone with the previous service
+    filling = FillingStore(tmp_path / "jobs.db")
+    filling.full = True
+    runner = runner_over(filling, tmp_path)
+    runner.start()
+    try:
+        shown = runner.present(store.get(job.id))
+        assert shown.state == JobState.INTERRUPTED and shown.error.type == "interrupted"
+        assert "worker process 999999999 is gone" in shown.unrecorded_end.worker
+        assert runner.unrecorded_problem().startswith("1 job has ended (interrupted)")
+        with pytest.raises(JobStateConflict):
+            runner.cancel(job.id)
+        filling.full = False
+        assert wait_terminal(store, job.id).state == JobState.INTERRUPTED
+        wait_for(lambda: runner.unrecorded_problem() is None)
+        assert runner.present(store.get(job.id)).unrecorded_end is None
+    finally:
+        runner.stop()

@@ -133,6 +133,8 @@ def make_jobs_router(
     - ``GET  /v1/{resource}/{<noun>_id}``: the job (404 problem if unknown)
     - ``POST /v1/{resource}/{<noun>_id}/cancel``: 202 while it is stopping, 200 once cancelled,
       409 if it had already finished
+    Each shows the job through ``JobRunner.present``: a job whose worker has ended shows that
+    end even while the store cannot record it yet (``unrecorded_end``).
     - ``GET  /v1/{resource}/{<noun>_id}/logs`` ``?tail_bytes=65536``: text/plain log tail
     """
     noun = resource.removesuffix("s")
@@ -147,6 +149,7 @@ def make_jobs_router(
     @router.get("", response_model=list_model, summary=f"List {resource}, newest first")
     def list_jobs(
         store: Store,
+        runner: Runner,
         present: Present,
         state: JobState | None = None,
         tag: Annotated[
@@ -154,14 +157,18 @@ def make_jobs_router(
         ] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> BaseModel:
-        jobs = store.list(limit=limit, state=state, tag=tag)
+        if runner is None:  # a router without a runner shows the store as it is
+            jobs = store.list(limit=limit, state=state, tag=tag)
+        else:
+            jobs = runner.list_jobs(limit=limit, state=state, tag=tag)
         return list_model(items=[present(job) for job in jobs])
 
     @router.get(
         f"/{{{key}}}", response_model=item_model, responses=errors, summary=f"Get one {noun} (poll)"
     )
-    def get_job(store: Store, present: Present, job_id: JobId) -> JSONResponse:
-        return job_response(present(require_job(store, job_id, noun)))
+    def get_job(store: Store, runner: Runner, present: Present, job_id: JobId) -> JSONResponse:
+        job = require_job(store, job_id, noun)
+        return job_response(present(job if runner is None else runner.present(job)))
 
     @router.post(
         f"/{{{key}}}/cancel",

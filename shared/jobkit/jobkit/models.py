@@ -59,6 +59,18 @@ class JobError(BaseModel):
     message: str = Field(..., description="Human-readable explanation.")
 
 
+class UnrecordedEnd(BaseModel):
+    """The job's worker has ended, but the job store could not record the end yet."""
+
+    worker: str = Field(..., description='How the worker ended, e.g. "worker exited with code 4".')
+    reason: str = Field(
+        ...,
+        description="Why the end is not recorded yet, e.g. the job store cannot be written "
+        "(the volume full). The service records it as soon as it can.",
+    )
+    since: datetime = Field(..., description="When the service first tried to record it.")
+
+
 class JobPublic(BaseModel):
     """A job as clients see it (the body of every job endpoint)."""
 
@@ -85,6 +97,11 @@ class JobPublic(BaseModel):
     )
     restart_causes: list[str] = Field(
         default_factory=list, description="Why each of those restarts happened, in order."
+    )
+    unrecorded_end: UnrecordedEnd | None = Field(
+        None,
+        description="Set while the job's worker has ended but the service could not record "
+        "that yet: state and error then show the end it will record.",
     )
 
     @property

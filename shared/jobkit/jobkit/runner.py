@@ -6,9 +6,16 @@ and been reaped, so a cancelled one still saving never overlaps the next), reaps
 exited, records the end of workers that died without recording it, and SIGKILLs cancelled
 workers after the grace.
 
-A store that cannot be written (the volume full) never stops the runner: an end it cannot record
-is kept and written on a later pass, once the store takes writes again; a worker that could not
-record its own end exits with ``EXIT_UNRECORDED`` and its job ends ``out_of_space``.
+**A full volume.** The store keeps room for itself on the volume (:mod:`jobkit.reserve`; the
+runner rebuilds it at start and about every second once the volume has room), so a worker that
+fails for lack of space records its own end, and the runner records the end of one that could
+not. A store that cannot be written at all (its reserve used up, a read-only volume) never stops
+the runner: an end it cannot record is kept and written on a later pass, once the store takes
+writes again; a worker that could not record its own end exits with ``EXIT_UNRECORDED`` and its
+job ends ``out_of_space``. Until then the runner says what it knows: :meth:`JobRunner.present`
+shows such a job in the state it will be recorded in, with ``unrecorded_end`` saying why it is
+not recorded yet; a cancel of it is refused with that state, and ``unrecorded_ends()`` feeds
+``/readyz``.
 
 Each worker runs in its own session / process group (``start_new_session=True``) so that
 cancel and shutdown signal the worker and every process it started; once a worker exits,
@@ -43,7 +50,8 @@ import psutil
 
 from datavolume.layout import DataRoot
 from jobkit.errors import JobStateConflict, QueueFull, ResourceBusy, VolumeNotWritable
-from jobkit.models import JobError, JobPublic, JobState
+from jobkit.models import JobError, JobPublic, JobState, UnrecordedEnd
+from jobkit.reserve import RESERVE_BYTES, SPARE_BYTES, for_lack_of_space
 from jobkit.store import JobStore, pid_alive
 from jobkit.worker import EXIT_UNRECORDED
 
@@ -54,6 +62,8 @@ LOG_TAIL_BYTES = 64 * 1024
 RESTARTABLE = frozenset({"killed", "out_of_memory", "interrupted"})
 _POLL_S = 0.1
 _IDLE_POLL_S = 1.0
+#: How often the dispatcher checks the store's reserve (two small reads when it is whole).
+_RESERVE_CHECK_S = 1.0
 
 
 @dataclass
@@ -67,6 +77,7 @@ class _Child:
     kill_at: float | None = None  # monotonic deadline for SIGKILL after a cancel
     sigkilled: bool = False
     exited: str | None = None  # how it ended, once reaped (kept while the end is unrecorded)
+    end_logged: bool = False  # the end's line is in the job's log (written once)
 
     def alive(self) -> bool:
         if self.exited is not None:
@@ -74,6 +85,15 @@ class _Child:
         if self.proc is not None:
             return self.proc.poll() is None
         return pid_alive(self.pid, self.started_at)
+
+
+@dataclass(frozen=True)
+class _Unrecorded:
+    """An end the runner knows of but could not write to the store yet."""
+
+    state: JobState
+    error: JobError
+    end: UnrecordedEnd
 
 
 def restarts_allowed(job: JobPublic) -> int:
@@ -152,6 +172,8 @@ class JobRunner:
     max_queued: refuse new jobs (``admit``) while this many wait (None: no limit).
     volume, min_free_bytes: refuse new jobs while the volume cannot take writes or has less
     free space than that.
+    reserve_bytes: the room the store keeps for itself (``JobStore.keep_reserve``), so that a
+    job's end can be recorded on a full volume; 0 keeps none.
 
     Lifecycle: ``start()`` at service startup, ``admit()`` then ``wake()`` around creating a
     job, ``cancel(id)`` from the cancel route, ``stop()`` at shutdown.
@@ -170,6 +192,7 @@ class JobRunner:
         max_queued: int | None = None,
         volume: DataRoot | None = None,
         min_free_bytes: int = 0,
+        reserve_bytes: int = RESERVE_BYTES,
     ) -> None:
         if max_concurrent < 1:
             raise ValueError("max_concurrent must be at least 1")
@@ -182,9 +205,15 @@ class JobRunner:
         self.max_queued = max_queued
         self.volume = volume
         self.min_free_bytes = min_free_bytes
+        self.reserve_bytes = reserve_bytes
         self.env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
         self._children: dict[str, _Child] = {}
         self._lock = threading.RLock()
+        # Ends known but not recorded: read by the routes without waiting for the dispatcher.
+        self._unrecorded: dict[str, _Unrecorded] = {}
+        self._unrecorded_lock = threading.Lock()
+        self._reserve_checked_at = float("-inf")
+        self._reserve_whole: bool | None = None
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -200,6 +229,7 @@ class JobRunner:
         if self._thread is not None:
             raise RuntimeError("runner already started")
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        self._keep_reserve()
         interrupted = self._mark_orphans()
         with self._lock:
             for job in self.store.list(limit=1_000_000, state=JobState.RUNNING):
@@ -221,9 +251,13 @@ class JobRunner:
             interrupted = self.store.mark_orphans_interrupted()
         except sqlite3.Error as exc:
             logger.error("cannot record jobs whose worker is gone yet (%s); retrying", exc)
+            with contextlib.suppress(sqlite3.Error):
+                for job_id, error in self.store.orphans().items():
+                    self._note_unrecorded(job_id, JobState.INTERRUPTED, error, error.message, exc)
             return []
         self._orphans_checked = True
         for job_id in interrupted:
+            self._forget_unrecorded(job_id)
             logger.warning("job %s was running when the service stopped: interrupted", job_id)
         # Those, and those a shutdown interrupted, resume by themselves if they asked to.
         for job in self.store.list(limit=1_000_000, state=JobState.INTERRUPTED):
@@ -273,6 +307,118 @@ class JobRunner:
             return None
         return self.volume.unwritable_reason(self.min_free_bytes)
 
+    # -- what the runner knows and the store does not say yet ------------------------------
+
+    def present(self, job: JobPublic) -> JobPublic:
+        """``job`` as this service knows it: a job whose worker has ended but whose end the
+        store could not record yet shows the state and error the runner will record, with
+        ``unrecorded_end`` saying how the worker ended and why that is not recorded. Every
+        route that shows a job shows it through this."""
+        if job.state.terminal:
+            return job
+        with self._unrecorded_lock:
+            pending = self._unrecorded.get(job.id)
+        if pending is None:
+            return job
+        return job.model_copy(
+            update={"state": pending.state, "error": pending.error, "unrecorded_end": pending.end}
+        )
+
+    def list_jobs(
+        self, limit: int = 100, *, state: JobState | str | None = None, tag: str | None = None
+    ) -> list[JobPublic]:
+        """``JobStore.list`` through :meth:`present`, filtered by the state shown: a job whose
+        end is not recorded yet is listed under the state it will be recorded in."""
+        jobs = [self.present(job) for job in self.store.list(limit, state=state, tag=tag)]
+        if state is None:
+            return jobs
+        state = JobState(state)
+        jobs = [job for job in jobs if job.state == state]
+        listed = {job.id for job in jobs}
+        with self._unrecorded_lock:
+            ended = [job_id for job_id, end in self._unrecorded.items() if end.state == state]
+        for job_id in ended:
+            job = self.store.get(job_id)
+            if job is None or job.id in listed:
+                continue
+            job = self.present(job)
+            if job.state == state and (tag is None or tag in (job.request.get("tags") or [])):
+                jobs.append(job)
+        jobs.sort(key=lambda job: job.created_at, reverse=True)  # stable: the store's order
+        return jobs[: max(0, int(limit))]
+
+    def unrecorded_ends(self) -> dict[str, UnrecordedEnd]:
+        """The jobs whose worker has ended but whose end is not recorded yet, by id."""
+        with self._unrecorded_lock:
+            return {job_id: end.end for job_id, end in self._unrecorded.items()}
+
+    def unrecorded_problem(self) -> str | None:
+        """Why the service is not ready while such ends wait, or None: "1 job has ended (failed)
+        but its end is not recorded yet: the job store cannot be written: ..." (no job ids:
+        ``/readyz`` answers without a token)."""
+        with self._unrecorded_lock:
+            ends = list(self._unrecorded.values())
+        if not ends:
+            return None
+        states = ", ".join(sorted({str(end.state) for end in ends}))
+        jobs, its = ("1 job has", "its") if len(ends) == 1 else (f"{len(ends)} jobs have", "their")
+        return f"{jobs} ended ({states}) but {its} end is not recorded yet: {ends[-1].end.reason}"
+
+    def _note_unrecorded(
+        self, job_id: str, state: JobState, error: JobError, worker: str, exc: Exception
+    ) -> None:
+        """Remember an end the store refused; the first one noted is the one recorded."""
+        reason = f"the job store cannot be written: {exc}"
+        with self._unrecorded_lock:
+            known = self._unrecorded.get(job_id)
+            if known is None:
+                end = UnrecordedEnd(worker=worker, reason=reason, since=datetime.now(UTC))
+                self._unrecorded[job_id] = _Unrecorded(state, error, end)
+            elif known.end.reason != reason:
+                end = known.end.model_copy(update={"reason": reason})
+                self._unrecorded[job_id] = _Unrecorded(known.state, known.error, end)
+
+    def _forget_unrecorded(self, job_id: str) -> None:
+        with self._unrecorded_lock:
+            self._unrecorded.pop(job_id, None)
+
+    def _refuse_cancel_if_ended(self, job: JobPublic) -> None:
+        if not job.state.terminal:
+            return
+        detail = f"job {job.id} is already {job.state}"
+        if job.unrecorded_end is not None:
+            kind = f" ({job.error.type})" if job.error else ""
+            detail = (
+                f"job {job.id} has already ended: {job.state}{kind}, {job.unrecorded_end.worker}"
+                f"; its end is not recorded yet ({job.unrecorded_end.reason})"
+            )
+        raise JobStateConflict(job.id, job.state, detail)
+
+    # -- the store's reserve -----------------------------------------------------------------
+
+    def _keep_reserve(self) -> None:
+        """Rebuild the store's reserve if it was used and the volume has room again (at start,
+        then about every ``_RESERVE_CHECK_S`` from the dispatcher)."""
+        if self.reserve_bytes <= 0:
+            return
+        self._reserve_checked_at = time.monotonic()
+        try:
+            whole = self.store.keep_reserve(self.reserve_bytes, SPARE_BYTES)
+        except (sqlite3.Error, OSError) as exc:
+            logger.debug("cannot rebuild the job store's reserve now (%s)", exc)
+            whole = False
+        if whole != self._reserve_whole:
+            if whole:
+                logger.info("the job store's reserve is whole (%d bytes)", self.reserve_bytes)
+            else:
+                with contextlib.suppress(sqlite3.Error, OSError):
+                    logger.warning(
+                        "the job store's reserve is not whole (%s); it is rebuilt once the volume "
+                        "has room",
+                        self.store.reserve(),
+                    )
+            self._reserve_whole = whole
+
     def stop(self) -> None:
         """Shut down: stop dispatching, SIGTERM running workers, SIGKILL them after the grace.
 
@@ -313,10 +459,11 @@ class JobRunner:
         gets SIGTERM (SIGKILL after ``cancel_grace_s``); the job becomes cancelled when the
         worker ends. Raises ``JobNotFound``, or ``JobStateConflict`` if it already finished.
         """
+        # An end known but not recorded is answered at once, without waiting for the dispatcher.
+        self._refuse_cancel_if_ended(self.present(self.store.require(job_id)))
         with self._lock:
-            job = self.store.require(job_id)
-            if job.state.terminal:
-                raise JobStateConflict(job_id, job.state, f"job {job_id} is already {job.state}")
+            job = self.present(self.store.require(job_id))
+            self._refuse_cancel_if_ended(job)
             if job.state == JobState.QUEUED:
                 self.store.finish(
                     job_id, JobState.CANCELLED, JobError(type="cancelled", message="cancelled")
@@ -383,6 +530,8 @@ class JobRunner:
                     if not self._orphans_checked:
                         self._mark_orphans()
                     self._reap()
+                    if time.monotonic() - self._reserve_checked_at >= _RESERVE_CHECK_S:
+                        self._keep_reserve()
                     if not self._stopping:
                         self._dispatch()
             except Exception:
@@ -489,9 +638,13 @@ class JobRunner:
                 child.exited = f"worker process {child.pid} is gone"
         how = child.exited
         job = self.store.get(child.job_id)
+        with self._unrecorded_lock:
+            known = self._unrecorded.get(child.job_id)
         if job is not None and not job.state.terminal:
             unrecorded = child.proc is not None and child.proc.returncode == EXIT_UNRECORDED
-            if unrecorded:
+            if known is not None:  # the end already shown is the one recorded
+                state, error = known.state, known.error
+            elif unrecorded:
                 state = JobState.FAILED
                 error = JobError(
                     type="out_of_space",
@@ -515,11 +668,18 @@ class JobRunner:
                 state = JobState.FAILED
                 error = JobError(type="killed", message=how)
             # Log first: a client that sees the final state also finds the reason in the log.
-            self._append_log(child.job_id, f"{how}; job {state}")
-            self.store.finish(child.job_id, state, error)
+            if not child.end_logged:
+                self._append_log(child.job_id, f"{how}; job {state}")
+                child.end_logged = True
+            try:
+                self.store.finish(child.job_id, state, error)
+            except sqlite3.Error as exc:  # shown as it is (present) until a later pass records it
+                self._note_unrecorded(child.job_id, state, error, how, exc)
+                raise
             logger.warning("job %s %s: %s", child.job_id, state, error.message)
-        else:
+        elif not child.end_logged:
             self._append_log(child.job_id, f"{how}; job {job.state if job else 'gone'}")
+        self._forget_unrecorded(child.job_id)
         self._children.pop(child.job_id, None)
         try:
             self._maybe_restart(child.job_id)
@@ -527,6 +687,31 @@ class JobRunner:
             logger.error("job %s: cannot restart it (%s)", child.job_id, exc)
 
     def _append_log(self, job_id: str, line: str) -> None:
-        with contextlib.suppress(OSError), self.log_path(job_id).open("ab") as f:
-            stamp = datetime.now(UTC).isoformat(timespec="seconds")
-            f.write(f"[jobkit] {stamp} {line}\n".encode())
+        """Append one ``[jobkit]`` line to the job's log. On a full volume the store's spare file
+        is deleted to make room for it (a best effort: the line is lost if that fails too)."""
+        stamp = datetime.now(UTC).isoformat(timespec="seconds")
+        data = f"[jobkit] {stamp} {line}\n".encode()
+        for attempt in range(2):
+            try:
+                self._write_whole(self.log_path(job_id), data)
+                return
+            except OSError as exc:
+                if attempt or not for_lack_of_space(exc) or not self.store.release_spare():
+                    return
+
+    @staticmethod
+    def _write_whole(path: Path, data: bytes) -> None:
+        """Append ``data`` to ``path``, whole or not at all (no half line on a full volume)."""
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            size = os.fstat(fd).st_size
+            try:
+                written = 0
+                while written < len(data):
+                    written += os.write(fd, data[written:])
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, size)
+                raise
+        finally:
+            os.close(fd)

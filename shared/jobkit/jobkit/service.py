@@ -71,7 +71,8 @@ def start_runner(app: FastAPI, settings: ServiceSettings, kind: str, target: str
 
 
 def readiness(app: FastAPI, noun: str) -> Callable[[], tuple[bool, str]]:
-    """Ready when the runner is started and the volume takes writes, with the free space a job
+    """Ready when the runner is started, every job that ended has its end recorded
+    (``JobRunner.unrecorded_problem``), and the volume takes writes, with the free space a job
     needs (``JobRunner.volume_problem``). (``/readyz`` needs no token: its message names no
     server path.)"""
 
@@ -79,9 +80,10 @@ def readiness(app: FastAPI, noun: str) -> Callable[[], tuple[bool, str]]:
         state = app.state
         if getattr(state, "store", None) is None or getattr(state, "runner", None) is None:
             return False, "the job runner is not started"
-        reason = state.runner.volume_problem()
-        if reason is not None:
-            return False, reason
+        reasons = [state.runner.unrecorded_problem(), state.runner.volume_problem()]
+        reasons = [reason for reason in reasons if reason is not None]
+        if reasons:
+            return False, "; ".join(reasons)
         return True, f"data root writable; {state.store.count_running()} {noun}"
 
     return check

@@ -4,6 +4,9 @@ Each thread (of each process) keeps one connection (WAL mode, busy timeout), ope
 use: a status poll costs a query, not a connect. A ``JobStore`` can be used from any thread and
 from the worker processes at the same time. Writes that check-then-act
 (create, reset_for_retry, set_metrics) run in one ``BEGIN IMMEDIATE`` transaction.
+
+The store keeps room for itself in its own files, so that a job's end can be recorded on a full
+volume (:mod:`jobkit.reserve`; the runner calls ``keep_reserve``).
 """
 
 from __future__ import annotations
@@ -23,8 +26,10 @@ from typing import Any
 
 import psutil
 
+from jobkit import reserve as _reserve
 from jobkit.errors import IdempotencyConflict, JobNotFound, JobStateConflict, ResourceBusy
 from jobkit.models import TERMINAL_STATES, JobError, JobPublic, JobState, Progress
+from jobkit.reserve import RESERVE_BYTES, SPARE_BYTES, Reserve
 
 BUSY_TIMEOUT_S = 15.0
 # psutil's create_time and our clock may disagree by a few clock ticks.
@@ -128,6 +133,16 @@ class JobStore:
         self.db_path = Path(db_path)
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
+        try:
+            self._open()
+        except sqlite3.OperationalError as exc:
+            # Started again on a full volume: SQLite cannot create its log and the log's index.
+            if not (_reserve.for_lack_of_space(exc) and _reserve.release_spare(self.db_path)):
+                raise
+            self._close_this_thread()
+            self._open()
+
+    def _open(self) -> None:
         with self._connect() as conn:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(_SCHEMA)
@@ -147,8 +162,16 @@ class JobStore:
             conn.row_factory = sqlite3.Row
             conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
             conn.execute("PRAGMA synchronous=NORMAL")
+            # Commits stay inside the log's reserved length (see jobkit.reserve).
+            conn.execute(f"PRAGMA wal_autocheckpoint={_reserve.checkpoint_pages(conn)}")
             local.conn, local.pid = conn, os.getpid()
         yield local.conn
+
+    def _close_this_thread(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        self._local.__dict__.clear()
+        if conn is not None:
+            conn.close()
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -157,9 +180,30 @@ class JobStore:
             try:
                 yield conn
             except BaseException:
-                conn.execute("ROLLBACK")
+                # SQLite may have rolled back by itself (a full disk, say): keep the real error.
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+
+    # -- the reserve (jobkit.reserve) --------------------------------------------------------
+
+    def reserve(self) -> Reserve:
+        """The room the store holds for itself now (free pages, log length, spare file)."""
+        with self._connect() as conn:
+            return _reserve.measure(conn, self.db_path)
+
+    def keep_reserve(self, size: int = RESERVE_BYTES, spare: int = SPARE_BYTES) -> bool:
+        """Put back the room the store keeps for itself (``size`` bytes of free pages and of
+        log, a ``spare``-byte spare file) if the volume has room for it; returns whether it is
+        whole. Costs two small reads when it is whole already."""
+        with self._connect() as conn:
+            return _reserve.refill(conn, self.db_path, size, spare)
+
+    def release_spare(self) -> bool:
+        """Delete the spare file, so that a write it makes room for can go on (the runner's last
+        log line of a job on a full volume); returns whether there was one."""
+        return _reserve.release_spare(self.db_path)
 
     def _update(self, job_id: str, sets: str, params: Iterable[Any], where: str = "") -> bool:
         now = time.time()
@@ -456,8 +500,8 @@ class JobStore:
             job_id, "cancel_requested = 1", [], f" AND state NOT IN {_TERMINAL_SQL}"
         )
 
-    def mark_orphans_interrupted(self) -> list[str]:
-        """Mark running jobs whose worker process is gone as ``interrupted``; returns their ids.
+    def orphans(self) -> dict[str, JobError]:
+        """Running jobs whose worker process is gone, with the error that ends them (reads only).
 
         A pid that exists but belongs to a process created after the job started (pid reuse)
         counts as gone.
@@ -466,17 +510,23 @@ class JobStore:
             rows = conn.execute(
                 "SELECT id, pid, started_at FROM jobs WHERE state = 'running'"
             ).fetchall()
-        gone: list[str] = []
-        for row in rows:
-            if pid_alive(row["pid"], row["started_at"]):
-                continue
-            error = JobError(
+        return {
+            row["id"]: JobError(
                 type="interrupted",
                 message=f"worker process {row['pid']} is gone (service restarted?)",
             )
-            if self.finish(row["id"], JobState.INTERRUPTED, error):
-                gone.append(row["id"])
-        return gone
+            for row in rows
+            if not pid_alive(row["pid"], row["started_at"])
+        }
+
+    def mark_orphans_interrupted(self) -> list[str]:
+        """Mark running jobs whose worker process is gone (:meth:`orphans`) as ``interrupted``;
+        returns their ids."""
+        return [
+            job_id
+            for job_id, error in self.orphans().items()
+            if self.finish(job_id, JobState.INTERRUPTED, error)
+        ]
 
     def reset_for_retry(self, job_id: str, restart_cause: str | None = None) -> JobPublic:
         """Put an interrupted/failed/cancelled job back at the end of the queue (same id and
