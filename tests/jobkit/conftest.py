@@ -20,7 +20,9 @@ def make_runner(store: JobStore, tmp_path: Path) -> Iterator[Callable[..., JobRu
     """Factory for runners over ``store`` that run sample_jobs; stopped after the test."""
     runners: list[JobRunner] = []
 
-    def make(*, max_concurrent: int = 2, cancel_grace_s: float = 5.0, nice: int = 0) -> JobRunner:
+    def make(
+        *, max_concurrent: int = 2, cancel_grace_s: float = 5.0, nice: int = 0, **options
+    ) -> JobRunner:
         runner = JobRunner(
             store,
             targets=TARGETS,
@@ -29,6 +31,7 @@ def make_runner(store: JobStore, tmp_path: Path) -> Iterator[Callable[..., JobRu
             cancel_grace_s=cancel_grace_s,
             env={"PYTHONPATH": str(REPO_ROOT)},
             nice=nice,
+            **options,
         )
         runners.append(runner)
         return runner

@@ -28,6 +28,7 @@ SAMPLE_KINDS = [
     "no_space_while_working",
     "die_once",
     "fill_the_volume",
+    "report_devices",
 ]
 TARGETS = {kind: f"tests.jobkit.sample_jobs:{kind}" for kind in SAMPLE_KINDS}
 

@@ -176,3 +176,10 @@ def fill_the_volume(ctx: JobContext) -> None:
         os.write(fd, bytes(4096))  # the job's next write: No space left on device
     finally:
         os.close(fd)
+
+
+def report_devices(ctx: JobContext) -> None:
+    """Reports the devices its environment shows, then runs until stopped."""
+    _ready(ctx, visible=os.environ.get("CUDA_VISIBLE_DEVICES"))
+    while not ctx.should_stop:
+        time.sleep(0.02)

@@ -381,3 +381,50 @@ def test_a_job_found_orphaned_at_start_resumes_if_it_asked(store, make_runner):
     gone = f"interrupted: worker process {proc.pid} is gone (service restarted?)"
     assert done.restart_causes == [gone]
     assert store.get(plain.id).state == JobState.INTERRUPTED
+
+
+def gpus(slots) -> dict[str, str]:
+    return {"CUDA_VISIBLE_DEVICES": ",".join(slot.removeprefix("gpu") for slot in slots)}
+
+
+def test_each_job_holds_its_device_slots_and_sees_only_them(store: JobStore, make_runner) -> None:
+    runner = make_runner(max_concurrent=3, slots=["gpu0", "gpu1", "gpu2"], slot_env=gpus)
+    runner.start()
+    two = store.create("report_devices", {"devices": 2})
+    one = store.create("report_devices", {})
+    waiting = store.create("report_devices", {"devices": 2})  # one slot free: it waits
+    behind = store.create("report_devices", {})  # queue order: it waits behind it
+    runner.wake()
+    assert wait_ready(store, two.id).metrics["visible"] == "0,1"
+    assert wait_ready(store, one.id).metrics["visible"] == "2"
+    assert store.get(two.id).devices == ["gpu0", "gpu1"] and store.get(one.id).devices == ["gpu2"]
+    time.sleep(0.5)
+    assert [store.get(j.id).state for j in (waiting, behind)] == [JobState.QUEUED] * 2
+    assert runner.free_slots() == [] and runner.spare_slots() == 0
+
+    runner.cancel(two.id)  # its slots free once its worker is gone
+    assert wait_ready(store, waiting.id).metrics["visible"] == "0,1"
+    assert store.get(behind.id).state == JobState.QUEUED
+    runner.cancel(one.id)
+    assert wait_ready(store, behind.id).metrics["visible"] == "2"
+    assert wait_terminal(store, two.id).devices == ["gpu0", "gpu1"]  # where it ran, kept
+
+
+def test_a_job_asking_for_more_devices_than_there_are_fails_saying_so(store, make_runner):
+    runner = make_runner(max_concurrent=2, slots=["gpu0", "gpu1"], slot_env=gpus)
+    runner.start()
+    job = store.create("report_devices", {"devices": 3})
+    runner.wake()
+    failed = wait_terminal(store, job.id)
+    assert failed.state == JobState.FAILED and failed.error.type == "invalid_input"
+    assert "asks for 3 devices; this service has 2" in failed.error.message
+
+
+def test_spare_slots_count_what_the_queue_will_take(store: JobStore, make_runner) -> None:
+    runner = make_runner(max_concurrent=2)  # no slots: jobs are counted
+    assert runner.spare_slots() == 2
+    store.create("succeed", {"count": 1})  # queued, the runner not started
+    assert runner.spare_slots() == 1
+    slotted = make_runner(max_concurrent=4, slots=["a", "b", "c", "d"])
+    store.create("succeed", {"count": 1, "devices": 2})
+    assert slotted.spare_slots() == 1  # 4 free, 1 + 2 wanted by the queue

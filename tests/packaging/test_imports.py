@@ -128,6 +128,7 @@ TRAINER_FLOORS: list[tuple[str, ...]] = [
     ("trainer_service.runs",),
     ("trainer_service.engine", "trainer_service.inference"),
     ("trainer_service.jobs",),
+    ("trainer_service.sweeps",),
     ("trainer_service.api",),
     ("trainer_service.main", "trainer_service.__main__"),
 ]
@@ -238,6 +239,9 @@ def test_the_trainers_layers_import_only_downwards():
         # engine and inference apart, both ways
         ("trainer_service.engine.train", "trainer_service.inference.export", "sideways"),
         ("trainer_service.inference.classify", "trainer_service.engine.objective", "sideways"),
+        # the sweeps queue runs (of the job's kind) and never train; the routes start them
+        ("trainer_service.sweeps.controller", "trainer_service.engine.train", "reaches"),
+        ("trainer_service.jobs.training", "trainer_service.sweeps.spec", "up"),
         # the job below the routes (which queue it), and the app on top
         ("trainer_service.jobs.training", "trainer_service.api.schemas", "up"),
         ("trainer_service.api.runs", "trainer_service.main", "up"),

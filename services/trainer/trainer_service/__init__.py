@@ -6,6 +6,8 @@ import, lazy ones included, and that the drawing has no arrow running up):
 - ``main``, ``__main__``: the app and its entry point;
 - ``api/``: the routes, the API's request and response models (``schemas``) and how a run is
   presented;
+- ``sweeps/``: searches over run settings (Optuna), run by the service: each trial a run it
+  queues; no Keras;
 - ``jobs/``: what a worker process runs: a training run from start to end (train, export, model
   card); its ``__init__`` names the job kinds the API queues;
 - ``engine/`` (Keras: the training loop, its callbacks, runtime, input pipelines, evaluation)

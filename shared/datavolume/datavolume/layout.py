@@ -1,8 +1,8 @@
 """The shared volume's layout, declared once: :class:`DataRoot` knows where everything lives.
 
 The two services never import each other: they meet here, on the volume. The dataset service
-writes ``raw/`` and ``datasets/``; the trainer reads ``datasets/`` and writes ``runs/``;
-TensorBoard reads ``runs/``; each service keeps its job records in ``state/``::
+writes ``raw/`` and ``datasets/``; the trainer reads ``datasets/`` and writes ``runs/`` and
+``sweeps/``; TensorBoard reads ``runs/``; each service keeps its job records in ``state/``::
 
     <data_root>/
       raw/downloads/<file>              archives fetched by URL (name from the URL's last segment)
@@ -14,8 +14,13 @@ TensorBoard reads ``runs/``; each service keeps its job records in ``state/``::
       datasets/.versions/<name>@<time>/ complete versions: the current one and the one before it
       datasets/.staging/<name>/         the version a prepare is writing (see datavolume.datasets)
       runs/<run_id>/                    one training run (see datavolume.runs.RunFolder)
+      sweeps/<name>/                    one sweep: its request, its Optuna study, its plot
+                                        (see datavolume.sweeps.SweepFolder)
+      sweeps/.hosts/<instance>          a trainer service's lease (alive while it renews it)
       state/<service>-jobs.db           a service's job database (SQLite)
-      state/<service>-logs/<job>.log    one log per job
+      state/<service>-logs/<job>.log    one log per job (a service may keep these two in a
+                                        state folder of its own: two trainer services
+                                        sharing the volume each keep theirs)
 
 Paths a client names (a zip, a folder, a checkpoint) are relative to the root and must resolve
 inside it, links followed (:meth:`DataRoot.resolve`).
@@ -32,6 +37,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from datavolume.runs import RunFolder
+from datavolume.sweeps import SweepFolder
 
 RAW_DIR = "raw"
 DOWNLOADS_DIR = "downloads"
@@ -40,6 +46,8 @@ DATASETS_DIR = "datasets"
 STAGING_DIR = ".staging"
 VERSIONS_DIR = ".versions"
 RUNS_DIR = "runs"
+SWEEPS_DIR = "sweeps"
+HOSTS_DIR = ".hosts"
 STATE_DIR = "state"
 
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
@@ -120,17 +128,34 @@ class DataRoot:
             raise ValueError(f"bad run id {run_id!r}")
         return RunFolder(self.runs / run_id)
 
+    # -- sweeps (written by the trainer services) -------------------------------------------
+
+    @property
+    def sweeps(self) -> Path:
+        return self.path / SWEEPS_DIR
+
+    def sweep(self, name: str) -> SweepFolder:
+        if not name or not all(c.isalnum() or c == "-" for c in name):
+            raise ValueError(f"bad sweep name {name!r}")
+        return SweepFolder(self.sweeps / name)
+
+    @property
+    def sweep_hosts(self) -> Path:
+        """The trainer services' leases (``datavolume.sweeps``)."""
+        return self.sweeps / HOSTS_DIR
+
     # -- each service's job records ---------------------------------------------------------
 
     @property
     def state(self) -> Path:
         return self.path / STATE_DIR
 
-    def jobs_db(self, service: str) -> Path:
-        return self.state / f"{service}-jobs.db"
+    def jobs_db(self, service: str, state: Path | None = None) -> Path:
+        """A service's job database, in ``state`` (its own state folder) or ``state/``."""
+        return (state or self.state) / f"{service}-jobs.db"
 
-    def job_logs(self, service: str) -> Path:
-        return self.state / f"{service}-logs"
+    def job_logs(self, service: str, state: Path | None = None) -> Path:
+        return (state or self.state) / f"{service}-logs"
 
     # -- can it take writes -------------------------------------------------------------------
 

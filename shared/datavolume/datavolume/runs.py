@@ -22,6 +22,9 @@ trainer's API and TensorBoard read it, and people open it::
     evaluation.json                val loss/top-1/top-5 of the checkpoint the predictions used,
                                    its top-1 per class and the classes it confuses most
     confusion.csv, per_class.png   that checkpoint's val confusion matrix; its worst classes
+    trial.json                     a sweep's trial: its sweep and number (written by the sweep)
+    trial-report.json              the trial's metric after its newest epoch (the worker)
+    trial-verdict.json             the sweep's answer on that epoch: prune or go on
 
 Imports neither TensorFlow nor Keras (the API process reads these files too).
 """
@@ -131,6 +134,18 @@ class RunFolder:
     @property
     def per_class_png(self) -> Path:
         return self.root / "per_class.png"
+
+    @property
+    def trial(self) -> Path:
+        return self.root / "trial.json"
+
+    @property
+    def trial_report(self) -> Path:
+        return self.root / "trial-report.json"
+
+    @property
+    def trial_verdict(self) -> Path:
+        return self.root / "trial-verdict.json"
 
     def epoch_checkpoint(self, epoch: int) -> Path:
         """The checkpoint written after ``epoch`` completed epochs (1-based count)."""

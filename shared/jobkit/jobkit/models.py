@@ -98,6 +98,10 @@ class JobPublic(BaseModel):
     restart_causes: list[str] = Field(
         default_factory=list, description="Why each of those restarts happened, in order."
     )
+    devices: list[str] = Field(
+        default_factory=list,
+        description="The device slots (GPUs) its worker held (as many as request.devices).",
+    )
     unrecorded_end: UnrecordedEnd | None = Field(
         None,
         description="Set while the job's worker has ended but the service could not record "

@@ -189,12 +189,23 @@ def field_path(loc: Sequence[str | int]) -> str:
 def invalid_field(field: str, message: str, slug: str = "validation-error") -> ProblemError:
     """A 422 for one field that failed a check beyond the request model (same shape as the
     request-validation problems: ``errors`` lists the field)."""
+    return invalid_fields([(field, message)], slug)
+
+
+def invalid_fields(
+    errors: Sequence[tuple[str, str]], slug: str = "validation-error"
+) -> ProblemError:
+    """A 422 for fields that failed checks beyond the request model: ``errors`` lists each
+    ``(field, message)``, as the request-validation problems do."""
+    shown = "; ".join(f"{field}: {message}" for field, message in errors[:5])
+    more = f"; and {len(errors) - 5} more" if len(errors) > 5 else ""
+    count = f"{len(errors)} invalid field{'s' if len(errors) != 1 else ''}"
     return ProblemError(
         422,
         "Invalid request",
-        f"1 invalid field: {field}: {message}",
+        f"{count}: {shown}{more}",
         type_=problem_type(slug),
-        errors=[{"field": field, "message": message}],
+        errors=[{"field": field, "message": message} for field, message in errors],
     )
 
 

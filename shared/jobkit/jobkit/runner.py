@@ -41,7 +41,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -77,6 +77,7 @@ class _Child:
     kill_at: float | None = None  # monotonic deadline for SIGKILL after a cancel
     sigkilled: bool = False
     exited: str | None = None  # how it ended, once reaped (kept while the end is unrecorded)
+    slots: tuple[str, ...] = ()  # the device slots it holds until it is reaped
     end_logged: bool = False  # the end's line is in the job's log (written once)
 
     def alive(self) -> bool:
@@ -94,6 +95,12 @@ class _Unrecorded:
     state: JobState
     error: JobError
     end: UnrecordedEnd
+
+
+def devices_wanted(job: JobPublic) -> int:
+    """The request's ``devices``: how many device slots the job takes (1 when absent)."""
+    value = job.request.get("devices", 1)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 1
 
 
 def restarts_allowed(job: JobPublic) -> int:
@@ -174,6 +181,11 @@ class JobRunner:
     free space than that.
     reserve_bytes: the room the store keeps for itself (``JobStore.keep_reserve``), so that a
     job's end can be recorded on a full volume; 0 keeps none.
+    slots: the devices jobs run on (e.g. GPU indices), each held by one job at a time: a job
+    takes as many as its request's ``devices`` (1 when absent), from the free ones, and its
+    worker gets ``slot_env(its slots)`` in its environment (``CUDA_VISIBLE_DEVICES``, say).
+    Jobs start in queue order: one that needs more slots than are free waits, and so do those
+    behind it. None: no slots, jobs are only counted (``max_concurrent``).
 
     Lifecycle: ``start()`` at service startup, ``admit()`` then ``wake()`` around creating a
     job, ``cancel(id)`` from the cancel route, ``stop()`` at shutdown.
@@ -193,9 +205,13 @@ class JobRunner:
         volume: DataRoot | None = None,
         min_free_bytes: int = 0,
         reserve_bytes: int = RESERVE_BYTES,
+        slots: Sequence[str] | None = None,
+        slot_env: Callable[[Sequence[str]], Mapping[str, str]] | None = None,
     ) -> None:
         if max_concurrent < 1:
             raise ValueError("max_concurrent must be at least 1")
+        if slots is not None and (not slots or len(set(slots)) != len(slots)):
+            raise ValueError(f"slots must be distinct names, at least one: {slots!r}")
         self.store = store
         self.targets = dict(targets)
         self.log_dir = Path(log_dir)
@@ -206,6 +222,8 @@ class JobRunner:
         self.volume = volume
         self.min_free_bytes = min_free_bytes
         self.reserve_bytes = reserve_bytes
+        self.slots = None if slots is None else tuple(slots)
+        self.slot_env = slot_env or (lambda held: {})
         self.env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
         self._children: dict[str, _Child] = {}
         self._lock = threading.RLock()
@@ -237,8 +255,9 @@ class JobRunner:
                     # The worker outlived the previous server: watch it until it ends.
                     logger.info("adopting running job %s (pid %s)", job.id, job.pid)
                     self._children[job.id] = _Child(
-                        job.id, job.pid, None, started_at=_epoch(job.started_at)
-                    )
+                        job.id, job.pid, None, started_at=_epoch(job.started_at),
+                        slots=tuple(job.devices),
+                    )  # fmt: skip
         self._stopping = False
         self._thread = threading.Thread(target=self._loop, name="jobkit-runner", daemon=True)
         self._thread.start()
@@ -515,6 +534,25 @@ class JobRunner:
             return ""
         return data.decode("utf-8", errors="replace")
 
+    def free_slots(self) -> list[str]:
+        """The slots no worker holds, in order (empty without slots)."""
+        with self._lock:
+            held = {slot for child in self._children.values() for slot in child.slots}
+        return [slot for slot in self.slots or () if slot not in held]
+
+    def spare_slots(self) -> int:
+        """How many more slots a new job could have now: the free ones less what the queued
+        jobs will take (without slots: ``max_concurrent`` less the jobs running and queued)."""
+        queued = self.store.list(limit=1_000_000, state=JobState.QUEUED)
+        if self.slots is None:
+            with self._lock:
+                running = len(self._children)
+            return max(0, self.max_concurrent - running - len(queued))
+        wanted = sum(devices_wanted(job) for job in queued)
+        with self._lock:
+            room = self.max_concurrent - len(self._children) - len(queued)
+        return max(0, min(len(self.free_slots()) - wanted, room * len(self.slots)))
+
     def running_job_ids(self) -> list[str]:
         """Ids of the jobs whose workers this runner watches."""
         with self._lock:
@@ -566,9 +604,21 @@ class JobRunner:
             job = self.store.next_queued()
             if job is None:
                 return
-            self._launch(job)
+            held: tuple[str, ...] = ()
+            if self.slots is not None:
+                wanted, free = devices_wanted(job), self.free_slots()
+                if wanted > len(self.slots):
+                    self.store.finish(job.id, JobState.FAILED, JobError(
+                        type="invalid_input",
+                        message=f"the job asks for {wanted} devices; this service has "
+                        f"{len(self.slots)}"))  # fmt: skip
+                    continue
+                if wanted > len(free):
+                    return  # it waits for its slots; the jobs behind it wait behind it
+                held = tuple(free[:wanted])
+            self._launch(job, held)
 
-    def _launch(self, job: JobPublic) -> None:
+    def _launch(self, job: JobPublic, slots: tuple[str, ...] = ()) -> None:
         target = self.targets.get(job.kind)
         if target is None:  # a job this service does not run (a database shared by mistake)
             self.store.finish(
@@ -603,7 +653,7 @@ class JobRunner:
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
                     close_fds=True,
-                    env=self.env,
+                    env={**self.env, **self.slot_env(slots)} if self.slots else self.env,
                 )
         except OSError as exc:
             logger.exception("could not start a worker for job %s", job.id)
@@ -614,12 +664,13 @@ class JobRunner:
             )
             return
         # Watched before anything else is written: a store that fails now loses no process.
-        child = _Child(job.id, proc.pid, proc, started_at=time.time())
+        child = _Child(job.id, proc.pid, proc, started_at=time.time(), slots=slots)
         self._children[job.id] = child
-        self.store.mark_running(job.id, proc.pid)
+        self.store.mark_running(job.id, proc.pid, list(slots))
         started = self.store.get(job.id)
         child.started_at = _epoch(started.started_at) if started else child.started_at
-        logger.info("started job %s (%s) as pid %s", job.id, job.kind, proc.pid)
+        logger.info("started job %s (%s) as pid %s%s", job.id, job.kind, proc.pid,
+                    f" on {', '.join(slots)}" if slots else "")  # fmt: skip
 
     def _on_exit(self, child: _Child) -> None:
         """The worker is gone: kill its leftovers and record an end if the worker did not. The

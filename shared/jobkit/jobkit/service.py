@@ -10,8 +10,9 @@ need by name; tests can override the getters.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -58,13 +59,15 @@ def start_runner(app: FastAPI, settings: ServiceSettings, kind: str, target: str
         store,
         targets={kind: target},
         log_dir=settings.logs_dir,
-        max_concurrent=settings.max_concurrent_jobs,
+        max_concurrent=settings.concurrent_jobs(),
         cancel_grace_s=settings.cancel_grace_s,
         env=settings.worker_env(),
         nice=settings.worker_nice,
         max_queued=settings.max_queued_jobs,
         volume=settings.volume,
         min_free_bytes=settings.min_free_bytes,
+        slots=settings.device_slots(),
+        slot_env=settings.slot_env,
     )
     app.state.store, app.state.runner = store, runner
     runner.start()  # marks orphaned running jobs interrupted first
@@ -103,6 +106,7 @@ def create_service_app(
     upload_routers: Sequence[APIRouter] = (),
     upload_limit: Callable[[ServiceSettings], int] | None = None,
     problems: Mapping[type[Exception], Problem] | None = None,
+    beside_runner: Callable[[FastAPI], AbstractContextManager] | None = None,
 ) -> FastAPI:
     """A job service: ``kind`` jobs run ``target`` ("module:function") in worker processes.
 
@@ -111,7 +115,8 @@ def create_service_app(
     bodies must be JSON of at most ``max_body_bytes``. ``upload_routers`` take other bodies
     (multipart uploads), behind the same token check, of at most ``upload_limit(settings)``.
     ``problems``: how the service's own errors are answered, beside jobkit's
-    (``jobkit.problems.PROBLEMS``).
+    (``jobkit.problems.PROBLEMS``). ``beside_runner(app)``: what else the service runs while it
+    serves (a context manager entered once the runner has started, left before it stops).
     """
 
     @asynccontextmanager
@@ -122,7 +127,8 @@ def create_service_app(
             Path(folder).mkdir(parents=True, exist_ok=True)
         start_runner(app, app.state.settings, kind, target)
         try:
-            yield
+            with beside_runner(app) if beside_runner else contextlib.nullcontext():
+                yield
         finally:
             # Blocks up to cancel_grace_s while workers stop: keep it off the event loop.
             await asyncio.to_thread(app.state.runner.stop)

@@ -49,7 +49,17 @@ class ServiceSettings(BaseSettings):
         description="Serve without a token on an address other machines can reach (refused "
         "otherwise: the service will not start).",
     )
-    max_concurrent_jobs: int = Field(1, ge=1, description="Jobs running at once; the rest queue.")
+    max_concurrent_jobs: int | None = Field(
+        None,
+        ge=1,
+        description="Jobs running at once; the rest queue. Unset: one per device slot "
+        "(device_slots()), or one for a service without slots.",
+    )
+    state_dir: Path | None = Field(
+        None,
+        description="The folder of this service's job database and job logs (default: the "
+        "volume's state/). Two services of one kind sharing a volume each need their own.",
+    )
     max_body_bytes: int = Field(
         64 * 1024, ge=1024, description="Largest request body accepted (413 beyond it)."
     )
@@ -125,14 +135,33 @@ class ServiceSettings(BaseSettings):
         return DataRoot(self.data_root)
 
     @property
+    def state_folder(self) -> Path:
+        """Where this service keeps its state: ``state_dir``, or the volume's ``state/``."""
+        return self.state_dir if self.state_dir is not None else self.volume.state
+
+    @property
     def jobs_db(self) -> Path:
         """The service's job database (SQLite) on the volume, so it survives restarts."""
-        return self.volume.jobs_db(self.service_name)
+        return self.volume.jobs_db(self.service_name, self.state_folder)
 
     @property
     def logs_dir(self) -> Path:
         """One log file per job."""
-        return self.volume.job_logs(self.service_name)
+        return self.volume.job_logs(self.service_name, self.state_folder)
+
+    def device_slots(self) -> list[str] | None:
+        """The devices this service's jobs run on, each held by one job at a time (None: the
+        service has none; its jobs are only counted). A service with devices overrides it."""
+        return None
+
+    def slot_env(self, slots) -> dict[str, str]:
+        """What a worker holding ``slots`` has in its environment (e.g. the GPUs it sees)."""
+        return {}
+
+    def concurrent_jobs(self) -> int:
+        """Jobs running at once: ``max_concurrent_jobs``, else one per slot (or one)."""
+        slots = self.device_slots()
+        return self.max_concurrent_jobs or (len(slots) if slots else 1)
 
     def worker_env(self) -> dict[str, str]:
         """These settings as environment variables, so a worker process reads the same values."""

@@ -65,7 +65,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     finished_at      REAL,
     updated_at       REAL NOT NULL,
     restarts         INTEGER NOT NULL DEFAULT 0,
-    restart_causes   TEXT NOT NULL DEFAULT '[]'
+    restart_causes   TEXT NOT NULL DEFAULT '[]',
+    devices          TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX IF NOT EXISTS jobs_state_seq ON jobs (state, queue_seq);
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at);
@@ -79,6 +80,7 @@ _ADDED_COLUMNS = {
     "rate_base": "INTEGER",
     "restarts": "INTEGER NOT NULL DEFAULT 0",
     "restart_causes": "TEXT NOT NULL DEFAULT '[]'",
+    "devices": "TEXT NOT NULL DEFAULT '[]'",
 }
 
 _TERMINAL_SQL = "('succeeded', 'failed', 'cancelled', 'interrupted')"
@@ -250,6 +252,7 @@ class JobStore:
             cancel_requested=bool(row["cancel_requested"]),
             restarts=row["restarts"],
             restart_causes=json.loads(row["restart_causes"]),
+            devices=json.loads(row["devices"]),
         )
 
     def _position(self, conn: sqlite3.Connection, row: sqlite3.Row) -> int | None:
@@ -337,8 +340,10 @@ class JobStore:
         *,
         idempotency_key: str | None = None,
         resource_key: str | None = None,
+        job_id: str | None = None,
     ) -> JobPublic:
-        """Queue a new job, atomically.
+        """Queue a new job, atomically (``job_id``: its id, made beforehand with
+        :func:`new_job_id`, when the caller must name it before it exists).
 
         - Same ``idempotency_key`` and same canonical request (and kind): returns the existing
           job unchanged. Same key with a different request: raises ``IdempotencyConflict``.
@@ -362,7 +367,7 @@ class JobStore:
             if resource_key is not None:
                 self._check_resource_free(conn, resource_key)
             now = time.time()
-            job_id = new_job_id()
+            job_id = job_id or new_job_id()
             conn.execute(
                 "INSERT INTO jobs (id, kind, state, queue_seq, request, request_hash,"
                 " idempotency_key, resource_key, created_at, updated_at)"
@@ -388,18 +393,22 @@ class JobStore:
 
     # -- life cycle ------------------------------------------------------------------------
 
-    def mark_running(self, job_id: str, pid: int) -> bool:
+    def mark_running(self, job_id: str, pid: int, devices: list[str] | None = None) -> bool:
         """queued -> running with the worker ``pid``. False if the job was not queued.
 
         Both the runner (after spawning) and the worker (on start) call this; the first wins.
+        ``devices`` (the runner's): the device slots the worker holds, recorded either way.
         """
         now = time.time()
-        return self._update(
+        started = self._update(
             job_id,
             "state = 'running', pid = ?, started_at = ?, phase_started_at = ?",
             [pid, now, now],
             " AND state = 'queued'",
         )
+        if devices is not None:
+            self._update(job_id, "devices = ?", [json.dumps(devices)])
+        return started
 
     def set_phase(
         self,
@@ -558,7 +567,7 @@ class JobStore:
                 " error_type = NULL, error_message = NULL, result = NULL, pid = NULL,"
                 " cancel_requested = 0, started_at = NULL, finished_at = NULL,"
                 " phase = NULL, phase_started_at = NULL, rate_since = NULL, rate_base = NULL,"
-                " done = 0, total = NULL,"
+                " done = 0, total = NULL, devices = '[]',"
                 " rate = NULL, eta_s = NULL, updated_at = ? WHERE id = ?",
                 [time.time(), job_id],
             )

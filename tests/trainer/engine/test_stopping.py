@@ -4,6 +4,8 @@ model and clock), then in real runs, which end succeeded, with a checkpoint, and
 from __future__ import annotations
 
 import json
+import threading
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -15,12 +17,15 @@ from trainer_service.engine import train as engine
 from trainer_service.engine.stopping import (
     EARLY_STOPPING,
     MAX_RUNTIME,
+    PRUNED,
     BudgetPlan,
     StoppingRules,
+    TrialGate,
     plan_epochs,
     read_plan,
 )
 from trainer_service.engine.train import schedule_for
+from trainer_service.runs import trial
 
 
 class Clock:
@@ -88,6 +93,51 @@ def test_a_limit_passed_while_validating_stops_after_that_epoch():
     clock.now += 61.0
     rules.on_epoch_end(0, {"val_accuracy": 0.5})
     assert rules.model.stop_training and rules.reason == MAX_RUNTIME and not rules.mid_epoch
+
+
+def gate_for(run: RunFolder, steps: int = 4, wait_s: float = 5.0) -> TrialGate:
+    link = trial.TrialLink("s", 0, "val_accuracy", wait_s)
+    gate = TrialGate(run, link, steps)
+    gate.set_model(SimpleNamespace(stop_training=False))
+    return gate
+
+
+def play_epoch(gate: TrialGate, epoch: int, logs: dict, batches: int = 4) -> None:
+    gate.on_epoch_begin(epoch)
+    for batch in range(batches):
+        gate.on_train_batch_end(batch)
+    gate.on_epoch_end(epoch, logs)
+
+
+def test_a_trial_reports_each_epoch_and_stops_at_its_end_when_pruned(tmp_path):
+    run = RunFolder(tmp_path)
+    gate = gate_for(run)
+    answers = iter([False, True])
+
+    def sweep():  # the service's side: a verdict on each report
+        for epoch in (1, 2):
+            while (report := trial.read_report(run)) is None or report[0] != epoch:
+                time.sleep(0.01)
+            trial.give_verdict(run, epoch, next(answers))
+
+    answering = threading.Thread(target=sweep)
+    answering.start()
+    play_epoch(gate, 0, {"val_accuracy": 0.4})
+    assert trial.read_report(run) == (1, 0.4) and not gate.model.stop_training
+    play_epoch(gate, 1, {"val_accuracy": 0.3})
+    answering.join()
+    assert trial.read_report(run) == (2, 0.3)
+    assert gate.model.stop_training and gate.reason == PRUNED
+
+
+def test_a_trial_goes_on_without_a_verdict_and_reports_no_epoch_cut_short(tmp_path):
+    run = RunFolder(tmp_path)
+    gate = gate_for(run, wait_s=0.2)
+    started = time.monotonic()
+    play_epoch(gate, 0, {"val_accuracy": 0.4})  # nobody answers: it waits, then goes on
+    assert 0.2 <= time.monotonic() - started < 5 and not gate.model.stop_training
+    play_epoch(gate, 1, {"val_accuracy": 0.9}, batches=2)  # stopped mid-epoch: not reported
+    assert trial.read_report(run) == (1, 0.4) and gate.reason is None
 
 
 def test_the_budget_plan(tmp_path):

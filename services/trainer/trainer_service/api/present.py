@@ -9,8 +9,8 @@ from datavolume.files import read_json
 from datavolume.layout import DataRoot
 from datavolume.runs import RunFolder
 from jobkit.models import JobPublic, JobState
-from trainer_service.api.schemas import CheckpointInfo, RunPublic, TrainingStatus
-from trainer_service.runs import checkpoints
+from trainer_service.api.schemas import CheckpointInfo, RunPublic, SweepTrial, TrainingStatus
+from trainer_service.runs import checkpoints, trial
 from trainer_service.runs.dataset import dataset_status
 from trainer_service.runs.history import read_history
 
@@ -45,6 +45,9 @@ def run_public(job: JobPublic, root: DataRoot) -> RunPublic:
         exports=exports(run, root),
         dataset=dataset_status(run, root),
         model_card=root.relative(run.card_markdown) if run.card_markdown.is_file() else None,
+        trial=SweepTrial(sweep=link.sweep, number=link.number)
+        if (link := trial.read_link(run))
+        else None,
     )
 
 

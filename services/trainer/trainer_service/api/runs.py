@@ -61,6 +61,7 @@ def start_run(
 ) -> JSONResponse:
     try:
         operations.check_request(settings.volume, config)
+        operations.check_devices(config, settings.device_slots())
     except operations.InvalidRunRequest as exc:
         raise invalid_field(exc.field, exc.message, exc.slug) from exc
     job = create_job(store, runner, TRAINING_KIND, config, idempotency_key)

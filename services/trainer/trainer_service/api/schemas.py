@@ -41,6 +41,11 @@ class TrainingStatus(BaseModel):
     )
 
 
+class SweepTrial(BaseModel):
+    sweep: str = Field(..., description="The sweep (GET /v1/sweeps/{sweep}).")
+    number: int = Field(..., description="The trial's number in it.")
+
+
 class RunDataset(BaseModel):
     name: str
     version: str | None = Field(None, description="The version folder the run reads.")
@@ -67,6 +72,11 @@ class RunPublic(JobPublic):
     )
     model_card: str | None = Field(
         None, description="The run's MODEL.md (relative to the data root), once written."
+    )
+    trial: SweepTrial | None = Field(
+        None,
+        description="Set for a sweep's trial. A trial its sweep pruned ends succeeded at an "
+        'epoch\'s end with result.stopped_early "pruned" (its checkpoints kept, no final model).',
     )
 
 

@@ -116,9 +116,22 @@ def data_parallel(batch_size: int):
     return distribution
 
 
+def hide_gpus_from_tensorflow() -> None:
+    """On the JAX backend TensorFlow serves the input pipeline only: it must see no GPU, or it
+    would reserve memory on the run's GPU beside JAX. Called before TensorFlow's first op; the
+    images' CPU-only TensorFlow sees none anyway."""
+    import tensorflow as tf
+
+    # RuntimeError: its devices are set up already (a process that ran TensorFlow before).
+    with contextlib.suppress(RuntimeError):
+        tf.config.set_visible_devices([], "GPU")
+
+
 def resolve_runtime(config: Compute, strategy=None, gpus: int | None = None) -> Runtime:
     """Resolve the run's "auto" values for this machine; ``strategy`` overrides the default."""
     backend = keras.backend.backend()
+    if backend == "jax":
+        hide_gpus_from_tensorflow()
     gpus = gpu_count() if gpus is None else gpus
     if config.mixed_precision == "auto":
         policy = "mixed_bfloat16" if gpus else "float32"

@@ -7,6 +7,10 @@ a time budget allows.
   epochs a resumed run already trained count, from their history rows). Either way the run ends
   ``succeeded`` with ``result["stopped_early"]`` naming the rule; a stop in the middle of an
   epoch saves ``partial.keras`` as a cancel does (:class:`~.callbacks.RunRecorder`).
+- :class:`TrialGate` (a Keras callback, for a run that is a sweep's trial: ``runs.trial``):
+  after each complete epoch it reports the sweep's metric and waits for the sweep's verdict;
+  told to prune, it ends ``fit`` at that epoch's end (``reason`` ``"pruned"``), its checkpoint
+  saved by :class:`~.callbacks.RunRecorder` as after any epoch.
 - :func:`plan_epochs`: with ``time_budget_min`` the run trains its first epoch, then sets its
   number of epochs from how long that took, so that training ends within the budget; the
   schedule is then rebuilt for those epochs (it decays to its end at the budget rather than
@@ -25,9 +29,10 @@ import keras
 
 from datavolume.files import atomic_write_json, read_json
 from datavolume.runs import RunFolder
+from trainer_service.runs import trial
 from trainer_service.runs.config import Stopping, TrainConfig
 
-EARLY_STOPPING, MAX_RUNTIME = "early_stopping", "max_runtime"
+EARLY_STOPPING, MAX_RUNTIME, PRUNED = "early_stopping", "max_runtime", "pruned"
 
 
 class StoppingRules(keras.callbacks.Callback):
@@ -95,6 +100,39 @@ class StoppingRules(keras.callbacks.Callback):
     def _stop(self, reason: str) -> None:
         self.reason = reason
         self.model.stop_training = True
+
+
+class TrialGate(keras.callbacks.Callback):
+    """A sweep's trial: after each complete epoch, the metric out, the verdict in (see the
+    module docstring). ``give_up()`` ends a wait (a stop request)."""
+
+    def __init__(
+        self,
+        run: RunFolder,
+        link: trial.TrialLink,
+        steps_per_epoch: int,
+        give_up: Callable[[], bool] = lambda: False,
+    ):
+        super().__init__()
+        self.run, self.link, self.steps, self.give_up = run, link, steps_per_epoch, give_up
+        self.reason: str | None = None
+        self.batches = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.batches = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.batches = batch + 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.link.metric)
+        if self.batches < self.steps or value is None or self.give_up():
+            return  # an epoch cut short is not recorded, nor reported
+        trial.report(self.run, epoch + 1, float(value))
+        verdict = trial.await_verdict(self.run, epoch + 1, self.link.verdict_wait_s, self.give_up)
+        if verdict:
+            self.reason = PRUNED
+            self.model.stop_training = True
 
 
 @dataclass(frozen=True)

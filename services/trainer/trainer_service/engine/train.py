@@ -44,13 +44,19 @@ from trainer_service.engine.data import (
 from trainer_service.engine.evaluate import evaluate_checkpoint, loss, metrics
 from trainer_service.engine.objective import TrainingModel
 from trainer_service.engine.runtime import Runtime, resolve_runtime
-from trainer_service.engine.stopping import StoppingRules, plan_epochs, read_plan
+from trainer_service.engine.stopping import (
+    PRUNED,
+    StoppingRules,
+    TrialGate,
+    plan_epochs,
+    read_plan,
+)
 from trainer_service.model.augment import Augment
 from trainer_service.model.preprocess import Preprocess
 from trainer_service.model.resnet import build_resnet
 from trainer_service.model.saved import inference_copy, load_model
 from trainer_service.model.schedule import EpochSchedule
-from trainer_service.runs import checkpoints, resume
+from trainer_service.runs import checkpoints, resume, trial
 from trainer_service.runs.checkpoints import atomic_save_model
 from trainer_service.runs.config import Optimization, TrainConfig
 from trainer_service.runs.dataset import pinned_folder, record_dataset
@@ -73,6 +79,7 @@ class TrainResult:
     history: list[dict[str, Any]] | None = None  #: the last history row
     best: dict[str, Any] | None = None  #: best.json
     stopped: bool = False  #: a stop request ended it (a resume finishes the run)
+    pruned: bool = False  #: its sweep pruned it (``stopped_early`` says so too): it ends here
     model: str | None = None  #: the final model's file
     evaluation: dict[str, Any] | None = None  #: evaluation.json
     predictions: str | None = None  #: the test predictions' file
@@ -162,6 +169,10 @@ def train(
         if ctx.should_stop:  # a resume finishes the run
             result.stopped = True
             return result
+        if result.stopped_early == PRUNED:  # its sweep has what it needs: no final model
+            ctx.log.info("pruned by its sweep after %d epochs", result.epochs_completed)
+            result.pruned = True
+            return result
         if result.stopped_early:
             ctx.log.info("stopped early (%s) after %d epochs", result.stopped_early,
                          result.epochs_completed)  # fmt: skip
@@ -205,6 +216,8 @@ def fit_epochs(trained, model, config: TrainConfig, run: RunFolder, ctx, data, e
     train_ds, val_ds, steps = data
     done = checkpoints.read_latest(run)
     rules = StoppingRules(config.stopping, read_history(run), steps)
+    link = trial.read_link(run)
+    gate = TrialGate(run, link, steps, lambda: ctx.should_stop) if link else None
     callbacks = [
         StopOnRequest(lambda: ctx.should_stop, steps),
         RunRecorder(
@@ -216,6 +229,7 @@ def fit_epochs(trained, model, config: TrainConfig, run: RunFolder, ctx, data, e
             hparams=config.hparams(),
         ),
         rules,
+        *([gate] if gate else []),
     ]
     if config.use_ema:  # validation on the averaged weights; checkpoints keep both
         callbacks.insert(0, keras.callbacks.SwapEMAWeights())
@@ -228,7 +242,7 @@ def fit_epochs(trained, model, config: TrainConfig, run: RunFolder, ctx, data, e
         shuffle=False,  # the pipeline shuffles
         verbose=0,
     )
-    return rules.reason
+    return rules.reason or (gate.reason if gate else None)
 
 
 # -- the model -------------------------------------------------------------------------------

@@ -64,14 +64,15 @@ def run_training(ctx) -> None:
 
 
 def train_run(config: TrainConfig, run_dir: Path, data_root: Path, ctx=None) -> RunResult:
-    """Train, then export and describe the model (not after a stop: a resume finishes it)."""
+    """Train, then export and describe the model (not after a stop: a resume finishes it; nor
+    for a trial its sweep pruned)."""
     from trainer_service.engine.train import train  # Keras and TensorFlow
     from trainer_service.inference.export import export_in_subprocess
     from trainer_service.runs.card import write_model_card
 
     ctx = ctx or LocalContext(logging.getLogger("trainer_service.jobs"))
     result = RunResult(train(config, run_dir, data_root, ctx))
-    if result.training.stopped:
+    if result.training.stopped or result.training.pruned:
         return result
     ctx.phase("export")
     run = RunFolder(Path(run_dir))

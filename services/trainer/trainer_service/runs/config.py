@@ -52,6 +52,8 @@ MAX_TAGS = 16
 MAX_RESTARTS = 10
 #: Longest time limit or budget a run may give itself, in minutes (30 days).
 MAX_MINUTES = 30 * 24 * 60
+#: Most GPUs one run may ask for.
+MAX_DEVICES = 64
 #: Largest global batch: 4096 images of 64x64x3 uint8 are 50 MB per step on the host; a larger
 #: batch than that no longer fits a full-width model's activations on one GPU.
 MAX_BATCH = 4096
@@ -233,6 +235,13 @@ class TrainConfig(BaseModel):
         description="Bottleneck repeats per level (each level ends with a Downsample).",
     )
     epochs: int = Field(72, ge=1, le=10_000, description="Epochs to train in all.")
+    devices: int = Field(
+        1,
+        ge=1,
+        le=MAX_DEVICES,
+        description="GPUs the run trains on, data-parallel (a CPU host: slots); it waits in "
+        "the queue until that many are free.",
+    )
     batch_size: int = Field(128, ge=1, le=MAX_BATCH, description="Global batch (all replicas).")
     optimizer: Literal["sgd", "adam"] = Field(
         "sgd", description="sgd (with momentum) or adam (AdamW with decoupled_weight_decay)."

@@ -70,6 +70,16 @@ def check_init_checkpoint(root: DataRoot, relative: str | None) -> None:
         )
 
 
+def check_devices(config: TrainConfig, slots: list[str]) -> None:
+    """A run may not ask for more devices than the service has."""
+    if config.devices > len(slots):
+        raise InvalidRunRequest(
+            "body.devices",
+            f"the run asks for {config.devices} devices; this service has {len(slots)} "
+            f"({', '.join(slots)})",
+        )
+
+
 def check_request(root: DataRoot, config: TrainConfig) -> None:
     """Everything the dataset's metadata and the volume let us check before a 202."""
     metadata = check_dataset(root, config.dataset)
