@@ -84,7 +84,10 @@ class Studies:
         with self._lock:
             if name not in self._storages:
                 folder = self.settings.volume.sweep(name)
-                self._storages[name] = studies.storage_for(folder, self.settings.sweep_storage)
+                url = self.settings.sweep_storage
+                self._storages[name] = studies.storage_for(
+                    folder, url.get_secret_value() if url else None
+                )
             return self._storages[name]
 
     def load(self, spec: SweepRequest, asking: int | None = None) -> optuna.Study:
