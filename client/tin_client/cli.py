@@ -4,6 +4,7 @@
     tin train syn --epochs 4 --width half --follow
     tin runs; tin history RUN_ID; tin logs RUN_ID --follow; tin cancel RUN_ID; tin resume RUN_ID
     tin predict RUN_ID photo.jpg photos/
+    tin sweep create lr syn --space learning_rate=0.02:0.4:log --space crop_padding=0,4 --follow
 
 Exit status: 0 on success; 1 when the job followed fails, is cancelled or interrupted (its reason
 printed); 2 when a call is refused (the problem's title, detail and invalid fields printed) or a
@@ -595,6 +596,180 @@ def report(
     """Parameters and multiply-adds of a model shape (the trainer's model report)."""
     with _clients(ctx).trainer() as client:
         _print_json(client.model_report(width=width, levels=levels, classes=classes))
+
+
+# ---------------------------------------------------------------- sweeps
+
+sweep_app = typer.Typer(
+    help="Sweeps: the best settings for a dataset, searched by Optuna, each trial a run.",
+    no_args_is_help=True,
+)
+app.add_typer(sweep_app, name="sweep")
+
+
+def _parse_dimension(text: str) -> tuple[str, dict[str, Any]]:
+    """``learning_rate=0.02:0.4:log`` (a range), ``crop_padding=0,4,8`` (choices)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key or not value:
+        raise Exit(2, f"--space takes FIELD=LOW:HIGH[:log] or FIELD=A,B,..., not {text!r}")
+    if ":" in value:
+        parts = value.split(":")
+        log = parts[2:] == ["log"]
+        if len(parts) not in (2, 3) or (len(parts) == 3 and not log):
+            raise Exit(2, f"--space {key}: a range is LOW:HIGH or LOW:HIGH:log, not {value!r}")
+        low, high = (json.loads(part) for part in parts[:2])
+        return key, {"low": low, "high": high, "log": log}
+    return key, {"choices": [_parse_setting(f"x={choice}")[1] for choice in value.split(",")]}
+
+
+def _trials_table(sweep: dict[str, Any]) -> Table:
+    title = (f"sweep {sweep['name']}: {sweep['state']}, {sweep['counts']['finished']}/"
+             f"{sweep['trials_wanted']} trials finished, {sweep['metric']} "
+             f"({sweep['direction']}), {sweep['epochs']} epochs")  # fmt: skip
+    table = Table(title=title, box=None, pad_edge=False, title_justify="left")
+    for name in ("trial", "state", "value", "epochs", "run", "values"):
+        table.add_column(name, no_wrap=name in ("trial", "run"))
+    best = (sweep.get("best") or {}).get("number")
+    for t in sweep["trials"]:
+        value = "" if t["value"] is None else f"{t['value']:.4f}"
+        shown = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                         for k, v in t["params"].items())  # fmt: skip
+        style = "bold" if t["number"] == best else None
+        table.add_row(str(t["number"]), t["state"], value, str(t["epochs"]), t["run_id"] or "",
+                      shown, style=style)  # fmt: skip
+    return table
+
+
+def _show_sweep(client: TrainerClient, name: str, follow: bool) -> dict[str, Any]:
+    """The trial table once, or live until the sweep ends (plain tables when piped)."""
+    if not follow:
+        sweep = client.sweep_status(name)
+        console.print(_trials_table(sweep))
+        return sweep
+    try:
+        if console.is_terminal:
+            from rich.live import Live
+
+            with Live(console=console, auto_refresh=False) as live:
+                for sweep in client.watch_sweep(name):
+                    live.update(_trials_table(sweep), refresh=True)
+        else:
+            seen = None
+            for sweep in client.watch_sweep(name):
+                key = (sweep["state"], [(t["state"], t["epochs"]) for t in sweep["trials"]])
+                if key != seen:
+                    console.print(_trials_table(sweep))
+                    seen = key
+    except KeyboardInterrupt:
+        reattach = f"tin sweep status {name} --follow (stop it: tin sweep stop {name})"
+        raise Exit(130, f"detached from sweep {name}; it goes on. Reattach: {reattach}") from None
+    return sweep
+
+
+def _sweep_outcome(sweep: dict[str, Any]) -> None:
+    best = sweep.get("best")
+    if best:
+        which = f"trial {best['number']} (run {best['run_id']})"
+        console.print(f"best: {which}, {sweep['metric']} {best['value']:.4f}: "
+                      f"{json.dumps(best['params'])}")  # fmt: skip
+    if sweep["state"] in ("failed", "stopped"):
+        raise Exit(1, f"sweep {sweep['name']} {sweep['state']}: {sweep.get('reason') or ''}")
+
+
+@sweep_app.command("create")
+def sweep_create(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The sweep's name (its runs: NAME-<trial>).")],
+    dataset: Annotated[str, typer.Argument(help="A prepared dataset's name.")],
+    space: Annotated[
+        list[str] | None,
+        typer.Option("--space", help="A field to vary: FIELD=LOW:HIGH[:log] or FIELD=A,B,..."),
+    ] = None,
+    recipe: Annotated[str | None, typer.Option(help="The trials' recipe.")] = None,
+    settings: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Any other run setting of every trial: KEY=VALUE."),
+    ] = None,
+    metric: Annotated[
+        str | None, typer.Option(help="val_top1 (default), val_top5, val_loss.")
+    ] = None,
+    sampler: Annotated[str | None, typer.Option(help="tpe (default), random or grid.")] = None,
+    pruner: Annotated[str | None, typer.Option(help="median (default), hyperband, none.")] = None,
+    prune_after_epochs: Annotated[int | None, typer.Option(help="Epochs before pruning.")] = None,
+    max_trials: Annotated[int | None, typer.Option(help="Trials to finish (16).")] = None,
+    max_concurrent: Annotated[int | None, typer.Option(help="Trials at once (1).")] = None,
+    max_time_min: Annotated[float | None, typer.Option(help="No trial starts after.")] = None,
+    seed: Annotated[int | None, typer.Option(help="The sampler's seed (0).")] = None,
+    file: Annotated[
+        Path | None, typer.Option(help="The body as JSON; the options given win over it.")
+    ] = None,
+    follow: Annotated[bool, typer.Option(help="Show its trials live until it ends.")] = False,
+) -> None:
+    """Start a sweep: trials of a run body over a search space, chosen and pruned by Optuna."""
+    body: dict[str, Any] = json.loads(file.read_text()) if file else {}
+    base = {**body.get("base", {}), **dict(_parse_setting(s) for s in settings or [])}
+    if recipe:
+        base["recipe"] = recipe
+    given = {"metric": metric, "sampler": sampler, "pruner": pruner, "seed": seed,
+             "prune_after_epochs": prune_after_epochs, "max_trials": max_trials,
+             "max_concurrent": max_concurrent, "max_time_min": max_time_min}  # fmt: skip
+    body |= {k: v for k, v in given.items() if v is not None}
+    body |= {"base": base, "space": {**body.get("space", {}),
+                                     **dict(_parse_dimension(d) for d in space or [])}}  # fmt: skip
+    body.pop("name", None)
+    body.pop("dataset", None)
+    with _clients(ctx).trainer() as client:
+        sweep = client.sweep(name, dataset, **body)
+        console.print(f"sweep {sweep['name']} {sweep['state']}: {sweep['trials_wanted']} "
+                      f"trials of {dataset}, {sweep['metric']} ({sweep['direction']})")  # fmt: skip
+        if follow:
+            _sweep_outcome(_show_sweep(client, name, follow=True))
+
+
+@sweep_app.command("status")
+def sweep_status(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="A sweep's name.")],
+    follow: Annotated[bool, typer.Option(help="Show its trials live until it ends.")] = False,
+    plot: Annotated[Path | None, typer.Option(help="Save its plot (PNG) to this file.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
+) -> None:
+    """A sweep's trials (values, state, epochs, runs) and its best."""
+    with _clients(ctx).trainer() as client:
+        if as_json:
+            _print_json(client.sweep_status(name))
+            return
+        sweep = _show_sweep(client, name, follow)
+        if plot is not None:
+            plot.write_bytes(client.sweep_plot(name))
+            console.print(f"plot: {plot}")
+    if follow:
+        _sweep_outcome(sweep)
+
+
+@sweep_app.command("stop")
+def sweep_stop(ctx: typer.Context, name: Annotated[str, typer.Argument(help="A sweep.")]) -> None:
+    """Stop a sweep: no new trials, its running trials cancelled (a checkpoint saved)."""
+    with _clients(ctx).trainer() as client:
+        sweep = client.stop_sweep(name)
+    console.print(f"sweep {name} {sweep['state']}")
+
+
+@sweep_app.command("list")
+def sweep_list(ctx: typer.Context) -> None:
+    """The sweeps, with their best trials."""
+    with _clients(ctx).trainer() as client:
+        rows = client.sweeps()
+    _table(rows, {
+        "name": lambda r: r["name"],
+        "state": lambda r: r["state"],
+        "dataset": lambda r: r["dataset"],
+        "trials": lambda r: f"{r['counts']['finished']}/{r['trials_wanted']}",
+        "metric": lambda r: r["metric"],
+        "best": lambda r: f"{r['best']['value']:.4f} (trial {r['best']['number']})"
+        if r.get("best") else "",
+        "created": lambda r: (r.get("created_at") or "")[:19],
+    })  # fmt: skip
 
 
 def main() -> None:

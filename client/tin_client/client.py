@@ -29,6 +29,8 @@ DEFAULT_TRAINER_URL = "http://127.0.0.1:8002"
 DATASET_URL_ENV, TRAINER_URL_ENV, TOKEN_ENV = "TIN_DATASET_URL", "TIN_TRAINER_URL", "API_TOKEN"
 #: Job states after which a job never changes again.
 TERMINAL = frozenset({"succeeded", "failed", "cancelled", "interrupted"})
+#: The states a sweep ends in.
+SWEEP_ENDED = frozenset({"succeeded", "stopped", "failed"})
 #: Poll interval when an answer carries no ``Retry-After``.
 DEFAULT_POLL_S = 2.0
 #: A predict call waits for the service's predict slot and process (its own limits end it).
@@ -107,16 +109,22 @@ class ServiceClient:
     def watch(self, job_id: str, timeout: float | None = None) -> Iterator[Job]:
         """Yield the job at each poll until it is terminal (the last one yielded). Waits between
         polls as the answer's ``Retry-After`` says (else :data:`DEFAULT_POLL_S`)."""
+        path = f"/v1/{self.resource}/{job_id}"
+        yield from self._poll(path, TERMINAL, f"{self.resource} {job_id}", timeout)
+
+    def _poll(
+        self, path: str, ended: frozenset[str], what: str, timeout: float | None
+    ) -> Iterator[dict[str, Any]]:
+        """GET ``path`` until its ``state`` is in ``ended``, yielding each answer."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            response = self.request("GET", f"/v1/{self.resource}/{job_id}")
-            job = response.json()
-            yield job
-            if job["state"] in TERMINAL:
+            response = self.request("GET", path)
+            answer = response.json()
+            yield answer
+            if answer["state"] in ended:
                 return
             if deadline is not None and time.monotonic() > deadline:
-                still = f"{self.resource} {job_id} still {job['state']}"
-                raise TimeoutError(f"{still} after {timeout} s")
+                raise TimeoutError(f"{what} still {answer['state']} after {timeout} s")
             delay = retry_after_s(response)
             self._sleep(DEFAULT_POLL_S if delay is None else delay)
 
@@ -239,6 +247,32 @@ class TrainerClient(ServiceClient):
     def recipes(self) -> dict[str, Any]:
         """``GET /v1/recipes``: ``{"default": name, "items": [{name, summary, values}]}``."""
         return self.request("GET", "/v1/recipes").json()
+
+    # -- sweeps ---------------------------------------------------------------------------
+
+    def sweep(self, name: str, dataset: str, space: dict[str, Any], **fields: Any) -> dict:
+        """``POST /v1/sweeps`` (202): trials of ``fields["base"]`` over ``space``; ``fields``:
+        any other field of the body (``metric``, ``sampler``, ``max_trials``, ...)."""
+        return self._post("/v1/sweeps", {"name": name, "dataset": dataset, "space": space,
+                                         **fields})  # fmt: skip
+
+    def sweeps(self) -> list[dict[str, Any]]:
+        return self.request("GET", "/v1/sweeps").json()["items"]
+
+    def sweep_status(self, name: str) -> dict[str, Any]:
+        """``GET /v1/sweeps/{name}``: its state, every trial and the best."""
+        return self.request("GET", f"/v1/sweeps/{name}").json()
+
+    def stop_sweep(self, name: str) -> dict[str, Any]:
+        return self.request("POST", f"/v1/sweeps/{name}/stop").json()
+
+    def sweep_plot(self, name: str) -> bytes:
+        """The sweep's plot (PNG)."""
+        return self.request("GET", f"/v1/sweeps/{name}/plot").content
+
+    def watch_sweep(self, name: str, timeout: float | None = None) -> Iterator[dict[str, Any]]:
+        """Yield the sweep's status until it ends, polling as its ``Retry-After`` says."""
+        yield from self._poll(f"/v1/sweeps/{name}", SWEEP_ENDED, f"sweep {name}", timeout)
 
     def model_report(self, **params: Any) -> dict[str, Any]:
         """``GET /v1/model-report`` (``width``, ``levels`` as a list or "4,6,3,2", ...)."""

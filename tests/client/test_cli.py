@@ -208,3 +208,36 @@ def test_every_command_has_complete_help(live: Live):
             assert param.help, f"tin {name}: {param.name} has no help"
             shown = param.opts[0] if param.param_type_name == "option" else param.name
             assert shown in help_text.stdout, f"tin {name} --help lacks {shown}"
+
+
+def test_a_sweep_from_the_command_line(live: Live, tmp_path: Path):
+    run = ("width=8", "levels=[1]", "batch_size=8", "epochs=1", "export_savedmodel=false",
+           "export_onnx=false")  # fmt: skip
+    settings = [f"--set={setting}" for setting in run]
+    space = ["--space", "learning_rate=0.01:0.1:log", "--space", "flip=true,false"]
+    search = ["--sampler", "random", "--pruner", "none", "--max-trials", "2"]
+    done = tin(live, "sweep", "create", "cli-sweep", DATASET, *space, *settings, *search,
+               "--follow")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "sweep cli-sweep running: 2 trials of syn-client, val_top1 (maximize)" in done.stdout
+    assert re.search(r"^best: trial \d \(run \w+\), val_top1 [\d.]+: \{", done.stdout, re.M)
+    assert "\x1b[" not in done.stdout and "2/2 trials finished" in done.stdout
+
+    status = json.loads(tin(live, "sweep", "status", "cli-sweep", "--json").stdout)
+    assert status["state"] == "succeeded" and status["request"]["space"] == {
+        "learning_rate": {"low": 0.01, "high": 0.1, "log": True},
+        "flip": {"choices": [True, False]},
+    }
+    assert {t["state"] for t in status["trials"]} == {"complete"}
+    plot = tmp_path / "sweep.png"
+    shown = tin(live, "sweep", "status", "cli-sweep", "--plot", str(plot))
+    assert shown.returncode == 0 and plot.read_bytes().startswith(b"\x89PNG")
+    assert re.search(r"^cli-sweep\s+succeeded\s+syn-client\s+2/2", tin(live, "sweep", "list")
+                     .stdout, re.M)  # fmt: skip
+    ended = tin(live, "sweep", "stop", "cli-sweep")
+    assert ended.returncode == 2 and "is succeeded" in ended.stderr
+
+    bad = tin(live, "sweep", "create", "bad", DATASET, "--space", "nope=1,2", *settings)
+    assert bad.returncode == 2 and "invalid fields: body.space.nope" in bad.stderr
+    odd = tin(live, "sweep", "create", "bad", DATASET, "--space", "learning_rate=0.1:1:lin")
+    assert odd.returncode == 2 and "LOW:HIGH:log" in odd.stderr
