@@ -192,6 +192,23 @@ def test_the_run_shows_in_tensorboard_and_its_files_are_readable(stack: Stack):
         stack.exec("tensorboard", "test", "-r", f"{run_dir}/{name}", user="65534")
 
 
+def test_a_tiny_sweep_through_the_stack(stack: Stack):
+    """Two trials of one epoch, chosen by Optuna in the trainer container, each an ordinary
+    run; its study (a journal on the volume) and its plot served."""
+    sweep = {"name": "stack", "dataset": DATASET, "base": {**RUN, "epochs": 1},
+             "space": {"learning_rate": {"choices": [0.01, 0.02]}}, "sampler": "grid",
+             "pruner": "none", "max_trials": 2}  # fmt: skip
+    with stack.trainer() as trainer:
+        trainer.sweep(**sweep)
+        done = list(trainer.watch_sweep("stack", timeout=900))[-1]
+        assert done["state"] == "succeeded" and done["counts"]["complete"] == 2, done
+        assert {t["params"]["learning_rate"] for t in done["trials"]} == {0.01, 0.02}
+        assert trainer.sweep_plot("stack").startswith(b"\x89PNG")
+        trials = trainer.list(tag="sweep:stack")
+    assert {r["state"] for r in trials} == {"succeeded"} and len(trials) == 2
+    assert stack.exec("trainer", "test", "-s", "/data/sweeps/stack/study.journal") == ""
+
+
 def test_down_then_up_keeps_datasets_and_runs(stack: Stack):
     with stack.trainer() as trainer:
         before = {r["id"]: r["state"] for r in trainer.list()}
