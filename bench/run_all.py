@@ -1,7 +1,7 @@
 """Run the benchmarks and rewrite their sections of BENCHMARKS.md: the one command.
 
     python -m bench.run_all [--scale 1.0] [--repeats 3]
-        [--only sharding,input,train,api,recipe-step,recipes,predict]
+        [--only sharding,input,train,api,recipe-step,recipes,predict,sweeps]
 
 Generates the synthetic Tiny ImageNet once into the work dir (reused while the spec is the
 same; only when a selected benchmark reads it), packs it, prepares it once with the project's
@@ -16,7 +16,16 @@ import argparse
 import sys
 import time
 
-from bench import api_load, input_pipeline, predict, recipe_step, recipes, sharding, train_step
+from bench import (
+    api_load,
+    input_pipeline,
+    predict,
+    recipe_step,
+    recipes,
+    sharding,
+    sweeps,
+    train_step,
+)
 from bench.common import RunInfo, command_line, common_parser, log, replace_section, section_names
 from bench.data import ensure_prepared, ensure_source, spec_for_scale
 
@@ -28,6 +37,7 @@ BENCHES = {
     "recipe-step": recipe_step,
     "recipes": recipes,
     "predict": predict,
+    "sweeps": sweeps,
 }
 
 

@@ -80,7 +80,8 @@ def test_run_child_returns_the_result_and_memory(tmp_path):
 
 def test_run_all_arguments():
     args = run_all.build_parser().parse_args([])
-    assert args.only == ("sharding", "input", "train", "api", "recipe-step", "recipes", "predict")
+    assert args.only == ("sharding", "input", "train", "api", "recipe-step", "recipes", "predict",
+                         "sweeps")  # fmt: skip
     assert args.scale == 1.0 and args.repeats == 3
     assert args.fractions == (0.1, 0.25, 0.5, 1.0)
     assert args.widths == (32, 64)
@@ -314,3 +315,32 @@ def test_a_standalone_benchmark_writes_its_section_and_names_its_command(tmp_pat
     assert run_standalone(module, ["--output", str(out), "--repeats", "1"]) == 0
     assert seen["command"] == f"python -m bench.something --output {out} --repeats 1"
     assert "the table" in out.read_text() and "the table" in capsys.readouterr().out
+
+
+def test_sweeps_render_says_whether_the_targets_are_met():
+    from bench import sweeps
+
+    def search(best: float, epochs: int, states: list[str]) -> dict:
+        trials = [{"state": state} for state in states]
+        return {"best": {"value": best, "params": {"learning_rate": 0.05, "crop_padding": 8}},
+                "trials": trials, "epochs": epochs, "minutes": 12.0}  # fmt: skip
+
+    def runs(*finals: float) -> list[dict]:
+        return [{"final_val": v, "seconds": 70.0} for v in finals]
+
+    args = run_all.build_parser().parse_args(["--seeds", "2"])
+    found = {
+        "sweeps": {"median": search(0.95, 240, ["complete"] * 6 + ["pruned"] * 10),
+                   "none": search(0.96, 480, ["complete"] * 16)},
+        "arms": {"the sweep's best": runs(0.93, 0.95), "fast": runs(0.6, 0.58),
+                 sweeps.BEST_ALONE: runs(0.9, 0.92)},
+    }  # fmt: skip
+    text = sweeps.render(found, INFO, args)
+    assert "94.0 % final val top-1 against 91.0 % for crops alone, for 50% of the epochs" in text
+    assert "Targets (at or above crops alone, at most 60% of the epochs): met" in text
+    assert (
+        "| median pruner | 95.0 | learning_rate 0.05, crop_padding 8 | 6 / 10 | 240 | 50% |" in text
+    )
+    assert "| the sweep's best | 94.0 ± 1.4 | 93.0, 95.0 | +3.0 (seeds +3.0, +3.0) |" in text
+    found["sweeps"]["median"]["epochs"] = 400
+    assert "NOT met" in sweeps.render(found, INFO, args)
