@@ -25,7 +25,6 @@ trials), ``RandomSampler``, ``GridSampler``; ``MedianPruner``, ``HyperbandPruner
 from __future__ import annotations
 
 import contextlib
-import os
 import secrets
 import time
 from collections.abc import Iterator
@@ -184,9 +183,7 @@ def instance_id(state_dir: Path) -> str:
 def renew_lease(hosts: Path, instance: str) -> None:
     """Say this service is alive (the lease file's modification time)."""
     hosts.mkdir(parents=True, exist_ok=True)
-    path = hosts / instance
-    path.touch()
-    os.utime(path)
+    (hosts / instance).touch()  # its modification time: now
 
 
 def lease_expired(hosts: Path, instance: str, grace_s: float) -> bool:
