@@ -5,10 +5,8 @@ served; once space is freed, the same request posted again finishes."""
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -17,7 +15,7 @@ from dataset_service.synthetic import SyntheticSpec, generate, pack_zip
 from datavolume import DataRoot
 from scripts.run_local import compose_config, start_service, stop_service
 from tests.dataset.support import SMALL
-from tests.utils.full_volume import Filler, MiB, free_bytes, tmpfs
+from tests.utils.full_volume import Filler, MiB, digests, free_bytes, tmpfs
 
 TOKEN = "full-volume-token"
 NAME = "tiny"
@@ -30,14 +28,6 @@ def wait_for(predicate, timeout: float, interval: float = 0.02):
         assert time.monotonic() < deadline, f"condition not met within {timeout} s"
         time.sleep(interval)
     return value
-
-
-def digests(folder: Path) -> dict[str, str]:
-    return {
-        str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
-        for path in sorted(folder.rglob("*"))
-        if path.is_file()
-    }
 
 
 @pytest.mark.slow

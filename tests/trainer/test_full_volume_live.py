@@ -5,9 +5,7 @@ finishes with each epoch in its history once."""
 
 from __future__ import annotations
 
-import hashlib
 import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -15,20 +13,12 @@ import pytest
 from datavolume import DataRoot
 from scripts.run_local import compose_config, start_service, stop_service
 from tests.trainer.support import TINY, TOY, wait_for
-from tests.utils.full_volume import Filler, MiB, free_bytes, tmpfs
+from tests.utils.full_volume import Filler, MiB, digests, free_bytes, tmpfs
 
 TOKEN = "full-volume-token"
 EPOCHS = 5
 #: Short epochs: the run writes at each epoch's end, so it meets the full volume within one.
 CONFIG = {**TINY, "epochs": EPOCHS, "limit_train_steps": 4, "limit_val_steps": 1}
-
-
-def digests(folder: Path) -> dict[str, str]:
-    return {
-        str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
-        for path in sorted(folder.rglob("*"))
-        if path.is_file()
-    }
 
 
 @pytest.mark.slow

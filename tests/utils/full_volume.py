@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import subprocess
 import threading
@@ -91,3 +92,12 @@ class Filler:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+def digests(folder: Path) -> dict[str, str]:
+    """Every file under ``folder`` (relative path) -> its SHA-256: what must not change."""
+    return {
+        str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }

@@ -152,13 +152,19 @@ def test_epochs_the_service_missed_are_reported_from_the_history(world):
     assert trial_files.read_verdict(world[0].volume.run(run_id)) == (3, False)  # never prunes
 
 
-def test_a_failed_run_fails_its_trial_with_the_reason_and_another_is_asked(world):
-    _, store, _, controller = world
+def one_trial_started(world) -> tuple[SweepRequest, str]:
+    """A sweep of one trial at a time, its first trial's run started: (spec, run id)."""
     spec = sweep(max_concurrent=1)
     make(world, spec)
-    controller.tick()
+    world[3].tick()
     run_id = trials(world, spec)[0].user_attrs["run_id"]
-    store.mark_running(run_id, os.getpid())
+    world[1].mark_running(run_id, os.getpid())
+    return spec, run_id
+
+
+def test_a_failed_run_fails_its_trial_with_the_reason_and_another_is_asked(world):
+    _, store, _, controller = world
+    spec, run_id = one_trial_started(world)
     store.finish(run_id, JobState.FAILED, JobError(type="data_error", message="corrupt shard"))
     controller.tick()
     failed, replacement = trials(world, spec)
@@ -168,11 +174,7 @@ def test_a_failed_run_fails_its_trial_with_the_reason_and_another_is_asked(world
 
 def test_a_run_the_runner_restarts_stays_followed(world):
     _, store, _, controller = world
-    spec = sweep(max_concurrent=1)
-    make(world, spec)
-    controller.tick()
-    run_id = trials(world, spec)[0].user_attrs["run_id"]
-    store.mark_running(run_id, os.getpid())
+    spec, run_id = one_trial_started(world)
     store.finish(run_id, JobState.INTERRUPTED, JobError(type="interrupted", message="x"))
     controller.tick()  # max_restarts left: the runner queues it again; the trial goes on
     assert [t.state for t in trials(world, spec)] == [TrialState.RUNNING]
