@@ -195,7 +195,8 @@ def test_the_run_shows_in_tensorboard_and_its_files_are_readable(stack: Stack):
 def test_a_tiny_sweep_through_the_stack(stack: Stack):
     """Two trials of one epoch, chosen by Optuna in the trainer container, each an ordinary
     run; its study (a journal on the volume) and its plot served."""
-    sweep = {"name": "stack", "dataset": DATASET, "base": {**RUN, "epochs": 1},
+    base = {key: value for key, value in RUN.items() if key not in ("dataset", "learning_rate")}
+    sweep = {"name": "stack", "dataset": DATASET, "base": {**base, "epochs": 1},
              "space": {"learning_rate": {"choices": [0.01, 0.02]}}, "sampler": "grid",
              "pruner": "none", "max_trials": 2}  # fmt: skip
     with stack.trainer() as trainer:
