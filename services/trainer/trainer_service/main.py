@@ -6,8 +6,8 @@ at a time (``max_concurrent_jobs``), the others wait in a FIFO queue; each run t
 worker process (``python -m jobkit.worker ... trainer_service.jobs.training:run_training``) with
 this app's settings and ``KERAS_BACKEND`` in its environment. Shutdown stops the runner (running
 workers get SIGTERM, save a checkpoint and end as interrupted). ``POST /v1/runs/{id}/predict``
-takes image uploads (multipart, up to ``predict_max_bytes``) and classifies them in a process of
-its own, one at a time, on the CPU.
+takes image uploads (multipart, up to ``predict_max_bytes``) and classifies them in the warm
+predictor process, on the CPU.
 """
 
 from __future__ import annotations

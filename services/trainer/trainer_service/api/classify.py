@@ -1,13 +1,14 @@
 """``POST /v1/runs/{id}/predict``: classify uploaded images with a run's checkpoint.
 
 The images travel as ``multipart/form-data`` (field ``images``, repeated), at most
-``predict_max_images`` of them and ``predict_max_bytes`` in all; the classification runs in a
-process of its own (:mod:`trainer_service.inference.classifier`), never in this one. How its
-errors are answered is :data:`PROBLEMS` (the app installs it beside jobkit's).
+``predict_max_images`` of them and ``predict_max_bytes`` in all; the warm predictor process
+classifies them (:mod:`trainer_service.inference.classifier`), never this one. How its errors
+are answered is :data:`PROBLEMS` (the app installs it beside jobkit's).
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Annotated
 
 from fastapi import APIRouter, File, Query, Request, UploadFile
@@ -26,7 +27,8 @@ from trainer_service.inference.classifier import (
 from trainer_service.runs.checkpoints import MODEL_NAME_PATTERN, NoSuchCheckpoint, resolve_model
 
 _PROBLEM = {"content": {PROBLEM_JSON: {}}, "description": "Problem details (RFC 9457)"}
-PREDICT_RETRY_AFTER_S = 5
+#: A full predict queue drains in milliseconds to seconds: retry soon.
+PREDICT_RETRY_AFTER_S = 1
 
 #: How this route's errors are answered.
 PROBLEMS = {
@@ -38,11 +40,16 @@ PROBLEMS = {
 router = APIRouter(prefix=PREFIX, tags=[RESOURCE])
 
 
+_making = threading.Lock()
+
+
 def get_classifier(request: Request) -> Classifier:
-    """The app's one classifier (made on first use, with the app's settings)."""
+    """The app's one classifier (made on first use, with the app's settings): one predictor
+    process however many requests come first at once."""
     state = request.app.state
-    if getattr(state, "classifier", None) is None:
-        state.classifier = Classifier(state.settings)
+    with _making:
+        if getattr(state, "classifier", None) is None:
+            state.classifier = Classifier(state.settings)
     return state.classifier
 
 
@@ -54,8 +61,8 @@ def get_classifier(request: Request) -> Classifier:
         409: {**_PROBLEM, "description": "The run has no such checkpoint (yet)"},
         413: {**_PROBLEM, "description": "The images are more bytes than predict_max_bytes"},
         422: {**_PROBLEM, "description": "No images, or more than predict_max_images"},
-        429: {**_PROBLEM, "description": "Another prediction is running: retry"},
-        503: {**_PROBLEM, "description": "The predict process failed or ran too long"},
+        429: {**_PROBLEM, "description": "The predict queue is full (predict_max_queue): retry"},
+        503: {**_PROBLEM, "description": "The predictor failed, died or ran too long"},
     },
     summary="Classify images (any format and size) with a run's checkpoint: top-5 classes each",
 )
