@@ -5,6 +5,7 @@ and an exit status for people. (The live behaviour, with a real predictor, is
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import pytest
@@ -53,6 +54,10 @@ def test_the_predictor_runs_on_the_cpu_with_the_services_settings(tmp_path):
     assert env["TRAINER_PREDICT_MAX_MODELS"] == "2" and env["TRAINER_DATA_ROOT"] == str(tmp_path)
 
 
+def classify(classifier: Classifier, uploads: list[Upload]) -> dict:
+    return asyncio.run(classifier.classify("abc", "best", uploads))
+
+
 class Answering(Classifier):
     """A classifier whose predictor answers ``answer`` (after ``gate``), without a process."""
 
@@ -61,25 +66,25 @@ class Answering(Classifier):
         self.answer, self.gate, self.asked = answer, threading.Event(), threading.Event()
         self.gate.set()
 
-    def _ask(self, header, payload=b""):
+    async def _ask(self, header, payload=b""):
         self.asked.set()
-        self.gate.wait(30)
+        await asyncio.to_thread(self.gate.wait, 30)
         return self.answer
 
 
 def test_one_request_over_the_queue_is_refused_at_once(tmp_path):
     classifier = Answering(Settings(data_root=tmp_path, predict_max_queue=1), {"answer": {}})
     classifier.gate.clear()
-    first = threading.Thread(target=classifier.classify, args=("abc", "best", []))
+    first = threading.Thread(target=classify, args=(classifier, []))
     first.start()
     try:
         assert classifier.asked.wait(30)  # the first holds the queue's one place
         with pytest.raises(ClassifierBusy, match="1 predict requests are already queued"):
-            classifier.classify("abc", "best", [])
+            classify(classifier, [])
     finally:
         classifier.gate.set()
         first.join(30)
-    assert classifier.classify("abc", "best", []) == {}  # its place came free
+    assert classify(classifier, []) == {}  # its place came free
 
 
 @pytest.mark.parametrize(
@@ -91,7 +96,7 @@ def test_one_request_over_the_queue_is_refused_at_once(tmp_path):
 def test_the_predictors_errors_are_the_routes_exceptions(tmp_path, error, raised):
     classifier = Answering(Settings(data_root=tmp_path), {"error": error})
     with pytest.raises(raised, match=error["message"]):
-        classifier.classify("abc", "best", [Upload("a.png", b"x")])
+        classify(classifier, [Upload("a.png", b"x")])
 
 
 def test_an_exit_status_for_people():

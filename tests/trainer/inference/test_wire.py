@@ -3,6 +3,7 @@ whole; a connection that ends mid-message or a message too large is an error, no
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import struct
 import threading
@@ -65,3 +66,30 @@ def test_ask_talks_to_a_unix_socket_server(tmp_path):
         thread.join()
     with pytest.raises(FileNotFoundError):
         wire.ask(tmp_path / "nobody", {"op": "hello"})
+
+
+def test_ask_async_gets_the_answer_and_sees_a_server_that_dies(tmp_path):
+    path = tmp_path / "socket"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind(str(path))
+        server.listen()
+
+        def serve(answer: bool) -> None:
+            connection, _ = server.accept()
+            with connection:
+                header, payload = wire.receive(connection)
+                if answer:
+                    wire.send(connection, {"got": header["op"]}, payload[::-1])
+
+        for answer in (True, False):
+            thread = threading.Thread(target=serve, args=(answer,))
+            thread.start()
+            ask = wire.ask_async(path, {"op": "hello"}, b"abc", timeout_s=10)
+            if answer:
+                assert asyncio.run(ask) == ({"got": "hello"}, b"cba")
+            else:  # it read the request and closed without an answer
+                with pytest.raises(wire.WireError, match="closed in the middle"):
+                    asyncio.run(ask)
+            thread.join()
+        with pytest.raises(TimeoutError):  # connected, never answered
+            asyncio.run(wire.ask_async(path, {"op": "hello"}, timeout_s=0.2))

@@ -12,10 +12,11 @@ import threading
 from typing import Annotated
 
 from fastapi import APIRouter, File, Query, Request, UploadFile
+from starlette.concurrency import run_in_threadpool
 
 from jobkit.api import require_job
 from jobkit.problems import PROBLEM_JSON, Problem, invalid_field
-from jobkit.service import SettingsDep, StoreDep
+from jobkit.store import JobStore
 from trainer_service.api.runs import PREFIX, RESOURCE, RunId
 from trainer_service.api.schemas import Prediction
 from trainer_service.inference.classifier import (
@@ -25,6 +26,7 @@ from trainer_service.inference.classifier import (
     Upload,
 )
 from trainer_service.runs.checkpoints import MODEL_NAME_PATTERN, NoSuchCheckpoint, resolve_model
+from trainer_service.settings import Settings
 
 _PROBLEM = {"content": {PROBLEM_JSON: {}}, "description": "Problem details (RFC 9457)"}
 #: A full predict queue drains in milliseconds to seconds: retry soon.
@@ -66,12 +68,10 @@ def get_classifier(request: Request) -> Classifier:
     },
     summary="Classify images (any format and size) with a run's checkpoint: top-5 classes each",
 )
-def predict(
+async def predict(
     run_id: RunId,
     images: Annotated[list[UploadFile], File(description="Image files (repeat the field).")],
     request: Request,
-    store: StoreDep,
-    settings: SettingsDep,
     checkpoint: Annotated[
         str,
         Query(
@@ -80,12 +80,25 @@ def predict(
         ),
     ] = "best",
 ) -> Prediction:
+    # A coroutine that crosses to a worker thread once, for its checks (SQLite, the volume),
+    # and waits for the predictor on the event loop: as a plain function with the store and
+    # settings dependencies it crossed four times (each dependency, the route, its answer's
+    # validation), about 0.4 ms more CPU of the ~4 ms the API process spends on a request:
+    # CPU that a training run beside it needs (BENCHMARKS.md, section 7).
+    state = request.app.state
+    await run_in_threadpool(check, state.store, state.settings, run_id, checkpoint, len(images))
+    uploads = [Upload(image.filename or "", await image.read()) for image in images]
+    answer = await get_classifier(request).classify(run_id, checkpoint, uploads)
+    return Prediction.model_validate(answer)
+
+
+def check(store: JobStore, settings: Settings, run_id: str, checkpoint: str, count: int) -> None:
+    """The run exists (404), sends at most ``predict_max_images`` (422) and has the checkpoint
+    (409): before the uploads are read."""
     require_job(store, run_id, "run")
-    if len(images) > settings.predict_max_images:
+    if count > settings.predict_max_images:
         raise invalid_field(
             "body.images",
-            f"{len(images)} images; one request may send at most {settings.predict_max_images}",
+            f"{count} images; one request may send at most {settings.predict_max_images}",
         )
-    resolve_model(settings.volume.run(run_id), checkpoint)  # before the uploads are read
-    uploads = [Upload(image.filename or "", image.file.read()) for image in images]
-    return Prediction.model_validate(get_classifier(request).classify(run_id, checkpoint, uploads))
+    resolve_model(settings.volume.run(run_id), checkpoint)

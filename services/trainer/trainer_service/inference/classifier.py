@@ -18,6 +18,7 @@ ONNX Runtime or NumPy here: the API process never loads them).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import select
@@ -98,10 +99,10 @@ class Classifier:
     def command(self, socket: Path) -> list[str]:
         return [sys.executable, "-m", PREDICTOR_MODULE, "--socket", str(socket)]
 
-    def classify(self, run_id: str, checkpoint: str, uploads: list[Upload]) -> dict[str, Any]:
+    async def classify(self, run_id: str, checkpoint: str, uploads: list[Upload]) -> dict[str, Any]:
         """The predictor's answer for ``uploads`` (in their order, named by
         :func:`safe_name`). Raises :class:`ClassifierBusy`, :class:`ClassificationFailed` or
-        ``NoSuchCheckpoint``."""
+        ``NoSuchCheckpoint``. A coroutine: it waits for the predictor on the event loop."""
         if not self._queue.acquire(blocking=False):
             limit = self.settings.predict_max_queue
             raise ClassifierBusy(
@@ -116,7 +117,7 @@ class Classifier:
                 "names": [safe_name(u.name, i) for i, u in enumerate(uploads)],
                 "sizes": [len(u.data) for u in uploads],
             }
-            answer = self._ask(header, b"".join(u.data for u in uploads))
+            answer = await self._ask(header, b"".join(u.data for u in uploads))
         finally:
             self._queue.release()
         if "error" in answer:
@@ -126,25 +127,28 @@ class Classifier:
             raise ClassificationFailed(error.get("message") or "the predictor failed")
         return answer["answer"]
 
-    def stats(self) -> dict[str, Any]:
+    async def stats(self) -> dict[str, Any]:
         """The running predictor's statistics (:mod:`.server`), starting it if needed."""
-        return self._ask({"op": "stats"})
+        return await self._ask({"op": "stats"})
 
     def predictor_pid(self) -> int | None:
         process = self._process
         return None if process is None or process.ended() is not None else process.popen.pid
 
-    def _ask(self, header: dict[str, Any], payload: bytes = b"") -> dict[str, Any]:
-        process = self._running()
+    async def _ask(self, header: dict[str, Any], payload: bytes = b"") -> dict[str, Any]:
+        process = self._process
+        if process is None or process.ended() is not None:
+            process = await asyncio.to_thread(self._running)  # starting one blocks: not here
         timeout = self.settings.predict_timeout_s
         try:
-            answer, _ = wire.ask(process.socket, header, payload, timeout)
+            answer, _ = await wire.ask_async(process.socket, header, payload, timeout)
         except TimeoutError:
             raise ClassificationFailed(
                 f"the predictor did not answer within predict_timeout_s ({timeout:g} s)"
             ) from None
         except OSError as exc:
-            raise ClassificationFailed(self._why_it_failed(process, exc)) from None
+            why = await asyncio.to_thread(self._why_it_failed, process, exc)
+            raise ClassificationFailed(why) from None
         return answer
 
     def _why_it_failed(self, process: _Process, exc: OSError) -> str:
