@@ -102,3 +102,19 @@ def test_the_predictors_errors_are_the_routes_exceptions(tmp_path, error, raised
 def test_an_exit_status_for_people():
     assert describe_exit(-9) == "killed by SIGKILL"
     assert describe_exit(1) == "exit 1" and describe_exit(None) == "still running"
+
+
+def test_a_predictor_whose_socket_is_gone_is_replaced(tmp_path):
+    classifier = Classifier(Settings(data_root=tmp_path))
+    try:
+        stats = asyncio.run(classifier.stats())  # starts the predictor
+        first = classifier.predictor_pid()
+        assert stats["pid"] == first and stats["loads"] == 0
+        socket = classifier._process.socket
+        socket.unlink()  # as a cleaner of /tmp would
+        with pytest.raises(ClassificationFailed, match="could not be reached on its socket"):
+            asyncio.run(classifier.stats())
+        assert asyncio.run(classifier.stats())["pid"] != first and classifier.starts == 2
+        assert not socket.parent.exists()
+    finally:
+        classifier.close()

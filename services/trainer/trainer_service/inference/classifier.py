@@ -155,6 +155,13 @@ class Classifier:
         try:
             code = process.popen.wait(timeout=2)  # a killed process's socket closes as it ends
         except subprocess.TimeoutExpired:
+            if isinstance(exc, FileNotFoundError | ConnectionRefusedError):
+                # running, but its socket is gone (a /tmp cleaner) or refuses: replace it
+                self._retire(process)
+                return (
+                    "the predictor process could not be reached on its socket; it was stopped "
+                    "and the next request starts a new one"
+                )
             return f"the predictor process did not answer ({type(exc).__name__}: {exc})"
         return (
             f"the predictor process ended ({describe_exit(code)}) while it handled this "
@@ -211,11 +218,15 @@ class Classifier:
 
     def close(self) -> None:
         """Stop the predictor process (it also ends by itself when this process ends)."""
+        if self._process is not None:
+            self._retire(self._process)
+
+    def _retire(self, process: _Process) -> None:
         with self._starting:
-            process, self._process = self._process, None
-        if process is not None:
-            stop(process.popen)
-            shutil.rmtree(process.socket.parent, ignore_errors=True)
+            if self._process is process:
+                self._process = None
+        stop(process.popen)
+        shutil.rmtree(process.socket.parent, ignore_errors=True)
 
 
 def stop(popen: subprocess.Popen) -> None:
