@@ -22,6 +22,10 @@ each) post 1 image back to back for ``--predict-duration`` seconds: requests/s, 
 the answered ones, and every answer that was not a 200 counted by status (a 429 is a refusal of
 the bounded queue; a 5xx is a failure).
 
+The service and the in-process runs read the ``TRAINER_PREDICT_*`` variables set where this
+runs (``TRAINER_PREDICT_NICE=19 python -m bench.predict`` measures another niceness); the table
+says which settings it ran with.
+
 **Memory.** The predictor process's resident memory (its own figure, ``/proc/self/statm``)
 after the HTTP measurements with the one model, then with ``predict_max_models`` (4) loaded:
 three copies of the run folder (their exports reused) each get a request.
@@ -388,9 +392,11 @@ def render(results: dict, info: RunInfo, args) -> str:
                                  for k in ("1 p50", "16 p50", "rps")])  # fmt: skip
         memory.append([width, Stats.of(found["rss_one"]).fmt(",.0f", scale=1 / 2**20),
                        Stats.of(found["rss_max"]).fmt(",.0f", scale=1 / 2**20)])  # fmt: skip
+    used = results["settings"]
     note = (
-        f"{CLASSES} classes; photo-sized JPEGs (500x375); the service's default predictor "
-        f"settings (2 threads, niceness 15, batches of up to 32 images, 2 ms batch wait); "
+        f"{CLASSES} classes; photo-sized JPEGs (500x375); the predictor's settings "
+        f"({used['predict_threads']} threads, niceness {used['predict_nice']}, batches of up to "
+        f"{used['predict_max_batch']} images, {used['predict_batch_wait_ms']:g} ms batch wait); "
         f"{args.predict_requests} requests of 1 image and {max(args.predict_requests // 4, 2)} "
         f"of 16 after 3 warm-up requests; {clients} clients for {duration:g} s"
     )
@@ -455,11 +461,13 @@ def run(data, args, info: RunInfo) -> str:
     work = args.work_dir / "predict"
     logs = work / "logs" / "predict.log"
     shutil.rmtree(work / "data", ignore_errors=True)  # fresh runs, database and exports
+    settings = Settings(data_root=work)  # the service's, with any TRAINER_PREDICT_* set here
     results: dict = {
+        "settings": {k: v for k, v in settings.model_dump().items() if k.startswith("predict")},
         "widths": {},
         "disturbance": {"alone": [], "beside": [], "predictions": []},
     }
-    copies = Settings(data_root=work).predict_max_models
+    copies = settings.predict_max_models
     for i, width in enumerate(args.predict_widths):
         root = work / "data"
         ids = prepare(root, width, copies, logs)

@@ -304,12 +304,15 @@ def test_predict_render():
             }
         },
         "disturbance": {"alone": [100.0, 100.0], "beside": [90.0, 90.0], "predictions": [6, 6]},
+        "settings": {"predict_threads": 2, "predict_nice": 19, "predict_max_batch": 32,
+                     "predict_batch_wait_ms": 2.0},
     }  # fmt: skip
     args = run_all.build_parser().parse_args(
         ["--repeats", "2", "--predict-requests", "4", "--predict-duration", "2"]
     )
     assert args.predict_widths == ["half", "full"] and args.predict_clients == 8
     text = predict.render(results, INFO, args)
+    assert "(2 threads, niceness 19, batches of up to 32 images, 2 ms batch wait)" in text
     assert ("| half | HTTP | 21.0 (20.0..22.0) / 21.0 (20.0..22.0) | 165.0 (160.0..170.0) / "
             "165.0 (160.0..170.0) | 55.0 (50.0..60.0) | 50.0 (50.0..50.0) / 50.0 (50.0..50.0) | "
             "1 / 3 / 0 |") in text  # fmt: skip

@@ -53,7 +53,7 @@ class Settings(ServiceSettings):
         gt=0,
         le=3600,
         description="Longest a predict request may take, waiting for a checkpoint's export on "
-        "its first use included (503 beyond it).",
+        "its first use included (503 beyond it; the export goes on for the next request).",
     )
     predict_max_queue: int = Field(
         16,

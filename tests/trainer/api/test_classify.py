@@ -260,7 +260,9 @@ def test_a_run_still_training_is_not_disturbed(stack):
     with trainer.client() as client:
         busy = client.train(DATASET, epochs=500, **RUN)
         run_id = busy["id"]
-        wait_for(lambda: client.get(run_id)["checkpoints"], timeout=300, interval=0.5)
+        # an epoch saved and indexed (latest.json: its checkpoint file shows a moment before)
+        wait_for(lambda: client.get(run_id)["training"]["completed_epochs"] >= 1, timeout=300,
+                 interval=0.5)  # fmt: skip
         step = client.get(run_id)["training"]
         response = post(trainer, run_id, [("a.png", encode(picture(64, 64), "PNG"))])
         assert response.status_code == 200, response.text

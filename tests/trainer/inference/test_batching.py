@@ -35,13 +35,13 @@ def images(*values: int) -> np.ndarray:
     return np.array([[v, 0] for v in values])
 
 
-def run_all(batcher: Batcher, requests: list[tuple[Model, np.ndarray]]) -> list:
+def run_all(batcher: Batcher, requests: list, announced: bool = False) -> list:
     """Submit every request from a thread of its own, 20 ms apart; their answers in order."""
     answers: list = [None] * len(requests)
 
     def ask(i: int) -> None:
         try:
-            answers[i] = batcher.logits(*requests[i], timeout_s=30)
+            answers[i] = batcher.logits(*requests[i], timeout_s=30, announced=announced)
         except Exception as exc:
             answers[i] = exc
 
@@ -98,25 +98,46 @@ def test_a_batch_holds_one_models_requests_up_to_max_batch_images():
     assert [len(x) for x in answers] == [1, 2, 1, 1, 2]
 
 
-def test_the_first_request_waits_for_others_to_join_it():
+def test_the_first_request_waits_for_an_announced_one_to_join_it():
     model = Model()
-    batcher = Batcher(model, max_batch=8, wait_s=0.5)
-    answers = run_all(batcher, [(model, images(1)), (model, images(2))])  # 20 ms apart
-    assert model.runs == [[1, 2]] and [len(x) for x in answers] == [1, 1]
+    batcher = Batcher(model, max_batch=8, wait_s=5)
+    batcher.announce()  # its images are being decoded
+    first: list = []
+    thread = threading.Thread(target=lambda: first.append(batcher.logits(model, images(1), 30)))
+    thread.start()
+    time.sleep(0.2)
+    second = batcher.logits(model, images(2), 30, announced=True)
+    thread.join(30)
+    assert model.runs == [[1, 2]] and (len(first[0]), len(second)) == (1, 1)
+
+
+def test_a_request_alone_waits_for_nothing():
+    model = Model()
+    batcher = Batcher(model, max_batch=8, wait_s=30)
+    started = time.monotonic()
+    batcher.logits(model, images(1), 30)
+    batcher.announce()
+    batcher.withdraw()  # announced, then it had no image to run
+    batcher.logits(model, images(2), 30)
+    assert time.monotonic() - started < 5 and model.runs == [[1], [2]]
 
 
 def test_a_full_batch_does_not_wait():
     model = Model()
     batcher = Batcher(model, max_batch=2, wait_s=30)
+    for _ in range(3):
+        batcher.announce()
     started = time.monotonic()
-    run_all(batcher, [(model, images(1)), (model, images(2))])
+    run_all(batcher, [(model, images(1)), (model, images(2))], announced=True)
     assert time.monotonic() - started < 5 and model.runs == [[1, 2]]
 
 
 def test_a_failed_run_answers_its_requests_and_the_next_batch_runs():
     model = Model()
-    batcher = Batcher(model, max_batch=8, wait_s=0.5)
-    first, second = run_all(batcher, [(model, images(1)), (model, images(-1))])
+    batcher = Batcher(model, max_batch=8, wait_s=5)
+    batcher.announce()
+    batcher.announce()
+    first, second = run_all(batcher, [(model, images(1)), (model, images(-1))], announced=True)
     assert isinstance(first, ValueError) and isinstance(second, ValueError)
     np.testing.assert_array_equal(batcher.logits(model, images(5), 30), [[50.0]])
 

@@ -16,7 +16,6 @@ from starlette.concurrency import run_in_threadpool
 
 from jobkit.api import require_job
 from jobkit.problems import PROBLEM_JSON, Problem, invalid_field
-from jobkit.store import JobStore
 from trainer_service.api.runs import PREFIX, RESOURCE, RunId
 from trainer_service.api.schemas import Prediction
 from trainer_service.inference.classifier import (
@@ -25,8 +24,7 @@ from trainer_service.inference.classifier import (
     ClassifierBusy,
     Upload,
 )
-from trainer_service.runs.checkpoints import MODEL_NAME_PATTERN, NoSuchCheckpoint, resolve_model
-from trainer_service.settings import Settings
+from trainer_service.runs.checkpoints import MODEL_NAME_PATTERN, NoSuchCheckpoint
 
 _PROBLEM = {"content": {PROBLEM_JSON: {}}, "description": "Problem details (RFC 9457)"}
 #: A full predict queue drains in milliseconds to seconds: retry soon.
@@ -80,25 +78,28 @@ async def predict(
         ),
     ] = "best",
 ) -> Prediction:
-    # A coroutine that crosses to a worker thread once, for its checks (SQLite, the volume),
-    # and waits for the predictor on the event loop: as a plain function with the store and
-    # settings dependencies it crossed four times (each dependency, the route, its answer's
-    # validation), about 0.4 ms more CPU of the ~4 ms the API process spends on a request:
-    # CPU that a training run beside it needs (BENCHMARKS.md, section 7).
+    # A coroutine that waits for the predictor on the event loop and, once a run is known to
+    # exist, never crosses to a worker thread: as a plain function with the store and settings
+    # dependencies a request crossed four times (each dependency, the route, its answer's
+    # validation), about 1 ms of the API process's CPU, which a training run beside it needs
+    # (BENCHMARKS.md, section 7). The predictor resolves the checkpoint (409 from there).
     state = request.app.state
-    await run_in_threadpool(check, state.store, state.settings, run_id, checkpoint, len(images))
+    known = known_runs(state)
+    if run_id not in known:
+        await run_in_threadpool(require_job, state.store, run_id, "run")  # SQLite: 404
+        known.add(run_id)  # runs are never deleted: each is looked up once
+    limit = state.settings.predict_max_images
+    if len(images) > limit:
+        raise invalid_field(
+            "body.images", f"{len(images)} images; one request may send at most {limit}"
+        )
     uploads = [Upload(image.filename or "", await image.read()) for image in images]
     answer = await get_classifier(request).classify(run_id, checkpoint, uploads)
     return Prediction.model_validate(answer)
 
 
-def check(store: JobStore, settings: Settings, run_id: str, checkpoint: str, count: int) -> None:
-    """The run exists (404), sends at most ``predict_max_images`` (422) and has the checkpoint
-    (409): before the uploads are read."""
-    require_job(store, run_id, "run")
-    if count > settings.predict_max_images:
-        raise invalid_field(
-            "body.images",
-            f"{count} images; one request may send at most {settings.predict_max_images}",
-        )
-    resolve_model(settings.volume.run(run_id), checkpoint)
+def known_runs(state) -> set[str]:
+    """The run ids this app found in its store (made on first use)."""
+    if getattr(state, "predict_runs", None) is None:
+        state.predict_runs = set()
+    return state.predict_runs

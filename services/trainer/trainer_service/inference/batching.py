@@ -4,10 +4,11 @@ The predictor's one :class:`Batcher` thread runs every model: one batch at a tim
 threads it uses stay what ``predict_threads`` allows. A batch starts with the oldest waiting
 request and takes, in arrival order, the other waiting requests for the same model, up to
 ``max_batch`` images (a request is never split, so one larger than that runs alone). When the
-first request finds fewer images waiting, it waits up to ``wait_s`` after its arrival for others
-to join, as TF Serving's ``batch_timeout_micros`` and Triton's ``max_queue_delay_microseconds``
-do; requests that queued while the previous batch ran have waited already and go at once. Each
-request gets its own rows of the logits back.
+first request finds fewer images waiting and other requests are on their way (announced: their
+images are being decoded), it waits up to ``wait_s`` after its arrival for them to join, as TF
+Serving's ``batch_timeout_micros`` and Triton's ``max_queue_delay_microseconds`` do; a request
+alone waits for nothing, and requests that queued while the previous batch ran have waited
+already and go at once. Each request gets its own rows of the logits back.
 """
 
 from __future__ import annotations
@@ -48,18 +49,39 @@ class Batcher:
         self._clock = clock
         self._queue: deque[_Request] = deque()
         self._changed = threading.Condition()
+        self._coming = 0  # announced requests not queued yet
         self.batches = 0  # model runs
         self.images = 0  # images classified
         self.largest = 0  # images in the largest batch
         self._thread = threading.Thread(target=self._loop, name="batcher", daemon=True)
         self._thread.start()
 
-    def logits(self, model: Any, images: np.ndarray, timeout_s: float | None = None) -> np.ndarray:
+    def announce(self) -> None:
+        """A request is on its way (:meth:`logits` with ``announced=True`` will follow, or
+        :meth:`withdraw`): a batch's first request may wait for it."""
+        with self._changed:
+            self._coming += 1
+
+    def withdraw(self) -> None:
+        """An announced request will not come after all."""
+        with self._changed:
+            self._coming -= 1
+            self._changed.notify()
+
+    def logits(
+        self,
+        model: Any,
+        images: np.ndarray,
+        timeout_s: float | None = None,
+        *,
+        announced: bool = False,
+    ) -> np.ndarray:
         """``model``'s logits of ``images`` (``[n, ...]``), computed in a batch with the other
         requests for it that arrive together; ``TimeoutError`` after ``timeout_s``."""
         request = _Request(model, images, self._clock())
         with self._changed:
             self._queue.append(request)
+            self._coming -= announced
             self._changed.notify()
         if not request.done.wait(timeout_s):
             raise TimeoutError(f"the model did not answer within {timeout_s:g} s")
@@ -100,7 +122,11 @@ class Batcher:
                 self._changed.wait()
             first = self._queue[0]
             deadline = first.arrived + self.wait_s
-            while (now := self._clock()) < deadline and self._waiting_for(first) < self.max_batch:
+            while (
+                self._coming > 0
+                and (now := self._clock()) < deadline
+                and self._waiting_for(first) < self.max_batch
+            ):
                 self._changed.wait(deadline - now)
             batch, size = [], 0
             for request in list(self._queue):

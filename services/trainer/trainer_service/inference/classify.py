@@ -30,12 +30,9 @@ from datavolume.datasets import DatasetUnavailable
 from datavolume.files import read_json
 from datavolume.layout import DataRoot
 from datavolume.runs import RunFolder
-from trainer_service.inference.models import ModelUnavailable
+from trainer_service.inference.models import EXPORT_TIMEOUT_S, ModelUnavailable
 from trainer_service.inference.predictor import DEFAULT_TOP, Predictor, PredictorOptions
 from trainer_service.runs.checkpoints import NoSuchCheckpoint
-
-#: The longest an export on a checkpoint's first use may take here.
-EXPORT_TIMEOUT_S = 1800.0
 
 
 def read_files(paths: list[Path]) -> tuple[list[tuple[str, bytes]], dict[int, str]]:

@@ -18,7 +18,8 @@ metadata what it was made from (:func:`serving_tags`: the file's name, size and 
 in nanoseconds, its epoch). A checkpoint is written under a temporary name and renamed, so a
 newer ``best.keras`` always differs from the export's tags: it is exported again before it
 answers, never served stale. Exporting takes seconds (Keras and TensorFlow start, tf2onnx
-converts; about 20 s on 2 cores), once per checkpoint version; requests for it wait meanwhile.
+converts; about 20 s on 2 cores), once per checkpoint version; requests for it wait meanwhile
+(and an export that outlasts them finishes for the next request).
 
 **The cache** (:class:`ModelCache`) keeps at most ``max_models`` loaded, keyed by run folder and
 checkpoint file, the least recently used dropped first; one left unused ``idle_s`` is freed. A
@@ -58,6 +59,10 @@ logger = logging.getLogger("trainer_service.predictor")
 
 #: How often a request re-exports a checkpoint that changed again while it was being exported.
 EXPORT_ATTEMPTS = 3
+#: The longest an export may take. Longer than a request waits: an export that outlasts the
+#: request that started it (a training run taking the CPU) still finishes for the next one,
+#: rather than being started over by each request and never done.
+EXPORT_TIMEOUT_S = 1800.0
 
 
 class ModelUnavailable(Exception):
@@ -151,7 +156,7 @@ class ModelLoader:
     """Loads a checkpoint's serving export into ONNX Runtime, exporting it first when it is
     missing or was made from another version of the file (one export at a time)."""
 
-    def __init__(self, runtime: RuntimeOptions, export_timeout_s: float) -> None:
+    def __init__(self, runtime: RuntimeOptions, export_timeout_s: float = EXPORT_TIMEOUT_S):
         self.runtime = runtime
         self.export_timeout_s = export_timeout_s
         self.exports = 0  # exports made (a test and the stats read it)

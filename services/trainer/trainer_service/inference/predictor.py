@@ -88,7 +88,7 @@ class Predictor:
     def __init__(self, root: DataRoot, options: PredictorOptions | None = None) -> None:
         self.root = root
         self.options = options = options or PredictorOptions()
-        self.loader = ModelLoader(RuntimeOptions(options.threads), options.timeout_s)
+        self.loader = ModelLoader(RuntimeOptions(options.threads))
         self.models = ModelCache(self.loader.load, options.max_models, options.idle_s)
         self.batcher = Batcher(_run_model, options.max_batch, options.batch_wait_s)
         self.requests = 0
@@ -111,15 +111,22 @@ class Predictor:
         served = self.models.get(run, path, self.options.timeout_s)
         items: list[dict[str, Any]] = [{"image": name} for name, _ in uploads]
         arrays, placed = [], []
-        for i, (_, data) in enumerate(uploads):
-            try:
-                arrays.append(load_image(data))
-                placed.append(i)
-            except ImageError as exc:
-                items[i]["error"] = str(exc)
-        if arrays:
+        self.batcher.announce()  # a batch starting now may wait for these images
+        try:
+            for i, (_, data) in enumerate(uploads):
+                try:
+                    arrays.append(load_image(data))
+                    placed.append(i)
+                except ImageError as exc:
+                    items[i]["error"] = str(exc)
+        except BaseException:
+            self.batcher.withdraw()
+            raise
+        if not arrays:
+            self.batcher.withdraw()
+        else:
             left = max(deadline - time.monotonic(), 0.001)
-            logits = self.batcher.logits(served, np.stack(arrays), left)
+            logits = self.batcher.logits(served, np.stack(arrays), left, announced=True)
             for i, best in zip(placed, top_classes(logits, classes, top), strict=True):
                 items[i]["top"] = best
         return {
