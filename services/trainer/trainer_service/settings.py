@@ -73,7 +73,8 @@ class Settings(ServiceSettings):
         2.0,
         ge=0,
         le=1000,
-        description="How long a batch's first request waits for others to join it (ms).",
+        description="How long a batch's first request waits for requests on their way (their "
+        "images being decoded) to join it (ms); a request alone never waits.",
     )
     predict_max_models: int = Field(
         4,
