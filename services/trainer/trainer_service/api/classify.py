@@ -12,7 +12,7 @@ import threading
 from typing import Annotated
 
 from fastapi import APIRouter, File, Query, Request, UploadFile
-from starlette.concurrency import run_in_threadpool
+from fastapi.concurrency import run_in_threadpool
 
 from jobkit.api import require_job
 from jobkit.problems import PROBLEM_JSON, Problem, invalid_field
