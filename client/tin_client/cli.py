@@ -516,7 +516,7 @@ def _read_images(arguments: list[str]) -> list[tuple[str, bytes | str]]:
 @app.command()
 def predict(
     ctx: typer.Context,
-    run_id: Annotated[str, typer.Argument(help="A run id.")],
+    run_id: Annotated[str, typer.Argument(help="A run id (with --local: a run folder).")],
     images: Annotated[
         list[str], typer.Argument(help="Image files, folders (their files) or - (stdin).")
     ],
@@ -528,6 +528,14 @@ def predict(
     chunk: Annotated[
         int, typer.Option(min=1, help="Images per request (the service's limit: 16 by default).")
     ] = PREDICT_CHUNK,
+    local: Annotated[
+        bool,
+        typer.Option(
+            "--local",
+            help="RUN_ID is a run folder on this machine: classify with the service's own code "
+            "in one process here, no service (needs the trainer-service package beside tin).",
+        ),
+    ] = False,
 ) -> None:
     """Classify images with a run's checkpoint: the top-5 classes of each (wnid, words,
     probability). Any image format and size; exit 1 if some file could not be classified."""
@@ -539,12 +547,22 @@ def predict(
              for name, data in found]  # fmt: skip
     todo = [i for i, item in enumerate(items) if item is None]
     answer: dict[str, Any] = {}
-    with _clients(ctx).trainer() as client:
-        for start in range(0, len(todo), chunk):
-            batch = todo[start : start + chunk]
-            answer = client.predict(run_id, [found[i] for i in batch], checkpoint)
-            for i, item in zip(batch, answer["items"], strict=True):
-                items[i] = item
+    if local and todo:
+        from tin_client.local import LocalFailed, classify_locally
+
+        try:
+            answer = classify_locally(run_id, [found[i] for i in todo], checkpoint)
+        except LocalFailed as exc:
+            raise Exit(2, str(exc)) from None
+        for i, item in zip(todo, answer["items"], strict=True):
+            items[i] = item
+    elif todo:
+        with _clients(ctx).trainer() as client:
+            for start in range(0, len(todo), chunk):
+                batch = todo[start : start + chunk]
+                answer = client.predict(run_id, [found[i] for i in batch], checkpoint)
+                for i, item in zip(batch, answer["items"], strict=True):
+                    items[i] = item
     if as_json:
         _print_json({**{k: v for k, v in answer.items() if k != "items"}, "items": items})
     else:

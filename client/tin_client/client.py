@@ -33,7 +33,7 @@ TERMINAL = frozenset({"succeeded", "failed", "cancelled", "interrupted"})
 SWEEP_ENDED = frozenset({"succeeded", "stopped", "failed"})
 #: Poll interval when an answer carries no ``Retry-After``.
 DEFAULT_POLL_S = 2.0
-#: A predict call waits for the service's predict slot and process (its own limits end it).
+#: A predict call may wait for a checkpoint's first export (the service's own limit ends it).
 PREDICT_TIMEOUT_S = 900.0
 #: Images per predict request (the service's default ``predict_max_images``).
 PREDICT_CHUNK = 16
@@ -222,7 +222,7 @@ class TrainerClient(ServiceClient):
     ) -> dict[str, Any]:
         """``POST /v1/runs/{id}/predict``: ``images`` as (file name, bytes) pairs; the answer
         has one item per image, in order, with its ``top`` classes or its ``error``. A 429 (the
-        service's predict slot busy) is retried ``busy_retries`` times after its Retry-After."""
+        service's predict queue full) is retried ``busy_retries`` times after its Retry-After."""
         files = [("images", (name, data, "application/octet-stream")) for name, data in images]
         params = {"checkpoint": checkpoint} if checkpoint else {}
         for attempt in range(busy_retries + 1):

@@ -285,18 +285,43 @@ def test_input_and_train_and_api_render():
     assert "busy / idle p99 **1.00x**" in text and "| yes |" in text
 
 
-def test_predict_render():
-    latency = {
-        "tensorflow/half": {"1": [4.0, 5.0], "16": [6.0, 7.0], "peak_rss": [500 * 2**20] * 2},
-        "jax/full": {"1": [3.0, 3.0], "16": [4.0, 4.0], "peak_rss": [700 * 2**20] * 2},
+def predict_repeat(one_ms: float, sixteen_ms: float, answered: int, refused: dict) -> dict:
+    """One repeat of bench.predict's measure(): 4 requests of 1 image, 2 of 16, a 2 s load."""
+    return {
+        "seconds": {"1": [one_ms / 1000] * 4, "16": [sixteen_ms / 1000] * 2},
+        "load": {"latencies": [0.05] * answered, "refused": refused, "window_s": 2.0},
     }
-    disturbance = {"rates": {"alone": [100.0, 100.0], "beside predictions": [80.0, 80.0]},
-                   "predictions": 12}  # fmt: skip
-    args = run_all.build_parser().parse_args(["--repeats", "2"])
-    text = predict.render(latency, disturbance, INFO, args)
-    assert "| tensorflow | half | 4.5 (4.0..5.0) | 6.5 (6.0..7.0) | 500 (500..500) |" in text
-    assert "| jax | full | 3.0 (3.0..3.0) | 4.0 (4.0..4.0) | 700 (700..700) |" in text
-    assert "| beside predictions back to back (12 in all) | 80.0 (80.0..80.0) | 0.80x |" in text
+
+
+def test_predict_render():
+    results = {
+        "widths": {
+            "half": {
+                "http": [predict_repeat(20, 160, 100, {"429": 3}),
+                         predict_repeat(22, 170, 120, {"503": 1})],
+                "in-process": [predict_repeat(15, 150, 200, {}), predict_repeat(15, 150, 200, {})],
+                "rss_one": [140 * 2**20, 150 * 2**20],
+                "rss_max": [160 * 2**20, 160 * 2**20],
+            }
+        },
+        "disturbance": {"alone": [100.0, 100.0], "beside": [90.0, 90.0], "predictions": [6, 6]},
+        "settings": {"predict_threads": 2, "predict_nice": 19, "predict_max_batch": 32,
+                     "predict_batch_wait_ms": 2.0},
+    }  # fmt: skip
+    args = run_all.build_parser().parse_args(
+        ["--repeats", "2", "--predict-requests", "4", "--predict-duration", "2"]
+    )
+    assert args.predict_widths == ["half", "full"] and args.predict_clients == 8
+    text = predict.render(results, INFO, args)
+    assert "(2 threads, niceness 19, batches of up to 32 images, 2 ms batch wait)" in text
+    assert ("| half | HTTP | 21.0 (20.0..22.0) / 21.0 (20.0..22.0) | 165.0 (160.0..170.0) / "
+            "165.0 (160.0..170.0) | 55.0 (50.0..60.0) | 50.0 (50.0..50.0) / 50.0 (50.0..50.0) | "
+            "1 / 3 / 0 |") in text  # fmt: skip
+    assert "| half | in-process | 15.0 (15.0..15.0) / 15.0 (15.0..15.0) |" in text
+    assert "| half | 1.40x | 1.10x | 0.55x |" in text
+    assert "| half | 145 (140..150) | 160 (160..160) |" in text
+    assert "| beside 1-image predictions back to back over HTTP (12 in all) | 90.0 (90.0..90.0) " \
+           "| 0.90x |" in text  # fmt: skip
 
 
 def test_a_standalone_benchmark_writes_its_section_and_names_its_command(tmp_path, capsys):

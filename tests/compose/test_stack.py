@@ -130,9 +130,17 @@ def test_the_run_classifies_an_image_and_its_exports_load(stack: Stack, tmp_path
         png = tmp_path / "cat.png"
         Image.fromarray(np.full((90, 120, 3), 200, np.uint8)).save(png)
         answer = trainer.predict(run["id"], [("cat.png", png.read_bytes())])
+        again = trainer.predict(run["id"], [("cat.png", png.read_bytes())])  # warm
+        best = next(c for c in trainer.checkpoints(run["id"]) if c["kind"] == "best")
     (item,) = answer["items"]
     assert item["image"] == "cat.png" and item["error"] is None and len(item["top"]) == 4
-    assert answer["checkpoint"] == "best.keras"
+    assert (answer["checkpoint"], answer["epoch"]) == ("best.keras", best["epoch"])
+    assert again == answer
+    # served by the predictor process from the checkpoint's ONNX export, made in the container
+    stack.exec("trainer", "test", "-s", f"{run_dir}/serving/best.onnx")
+    commands = stack.exec("trainer", "python", "-c", "import psutil; print([p.cmdline() for p "
+                          "in psutil.process_iter()])")  # fmt: skip
+    assert "trainer_service.inference.server" in commands
 
     out = stack.exec("trainer", "env", "KERAS_BACKEND=jax", "TF_CPP_MIN_LOG_LEVEL=2",
                      "python", "-c", IMAGE_LOGITS, run_dir)  # fmt: skip

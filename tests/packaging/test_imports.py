@@ -11,7 +11,8 @@ lazy ones inside functions included (they once hid a cycle: ``predict`` and ``tr
   ``runs``;
 - what the API process imports (everything ``main`` reaches) never reaches the ``engine``, nor
   Keras, TensorFlow or JAX (``tests/trainer/api/test_classify.py`` checks the running process
-  too), and ``runs`` never reaches Keras;
+  too), and ``runs`` never reaches Keras; nor do the predictor process (``inference.server``)
+  and the local classify command, which load ONNX Runtime instead;
 - no import cycle among all the project's modules.
 """
 
@@ -178,6 +179,9 @@ def trainer_layer_breaches(graph: dict[str, set[str]]) -> list[str]:
                 broken.append(f"{name} -> {target} (the package root imports runs)")
     keras_free = {
         "trainer_service.main": ("trainer_service.engine", *KERAS_STACK),  # the API process
+        # the predictor process, and the same code run in-process by the classify command
+        "trainer_service.inference.server": ("trainer_service.engine", *KERAS_STACK),
+        "trainer_service.inference.classify": ("trainer_service.engine", *KERAS_STACK),
         **{name: KERAS_STACK for name in graph if name.startswith("trainer_service.runs")},
     }
     for start, banned in keras_free.items():
@@ -256,6 +260,8 @@ def test_the_trainers_layers_import_only_downwards():
         # the API process never reaches Keras or the engine, runs/ never Keras
         ("trainer_service.api.present", "trainer_service.model.resnet", "reaches keras"),
         ("trainer_service.inference.classifier", "jax", "reaches jax"),
+        ("trainer_service.inference.models", "trainer_service.model.saved", "reaches keras"),
+        ("trainer_service.inference.batching", "tensorflow", "server reaches tensorflow"),
         ("trainer_service.runs.history", "keras", "reaches keras"),
     ],
 )

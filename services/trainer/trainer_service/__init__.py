@@ -20,7 +20,7 @@ import, lazy ones included, and that the drawing has no arrow running up):
 - ``settings``: the service's settings.
 
 :data:`TENSORFLOW_ENV` is set by every entry point that may import TensorFlow (the worker, the
-classify and export processes, the evaluate command) before it does.
+export process, the evaluate command) before it does.
 """
 
 #: TensorFlow 2.21's oneDNN CPU kernels corrupt the heap ("double free or corruption", SIGSEGV)

@@ -7,9 +7,9 @@ FIFO queue; each run trains in its own worker process (``python -m jobkit.worker
 trainer_service.jobs.training:run_training``) with this app's settings, ``KERAS_BACKEND`` and its
 own GPUs in its environment. Shutdown stops the runner (running
 workers get SIGTERM, save a checkpoint and end as interrupted). ``POST /v1/runs/{id}/predict``
-takes image uploads (multipart, up to ``predict_max_bytes``) and classifies them in a process of
-its own, one at a time, on the CPU. Beside the runner, the service runs its share of every sweep
-on the volume (``trainer_service.sweeps``).
+takes image uploads (multipart, up to ``predict_max_bytes``) and classifies them in the warm
+predictor process, on the CPU. Beside the runner, the service runs its share of every sweep on
+the volume (``trainer_service.sweeps``).
 """
 
 from __future__ import annotations

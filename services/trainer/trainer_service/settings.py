@@ -78,23 +78,59 @@ class Settings(ServiceSettings):
         le=256 * 2**20,
         description="Largest predict request body, all images together (413 beyond it).",
     )
-    predict_keras_backend: Literal["tensorflow", "jax"] = Field(
-        "tensorflow",
-        description="Keras backend of the predict process, whichever trained the run (a .keras "
-        "file loads on either); on a CPU, TensorFlow answers a one-off request sooner than JAX, "
-        "which compiles the model first (BENCHMARKS.md, section 7).",
-    )
     predict_threads: int = Field(
-        2, ge=1, le=64, description="CPU threads of the predict process (it never uses a GPU)."
+        2,
+        ge=1,
+        le=64,
+        description="CPU threads of the predictor process (ONNX Runtime's, and TensorFlow's in "
+        "the export a checkpoint's first use makes); it never uses a GPU.",
     )
     predict_nice: int = Field(
-        15, ge=0, le=19, description="Niceness of the predict process: training goes first."
+        15,
+        ge=0,
+        le=19,
+        description="Niceness of the predictor process and its exports: training goes first.",
     )
     predict_timeout_s: float = Field(
-        120.0, gt=0, le=3600, description="A predict process that runs longer is stopped (503)."
+        120.0,
+        gt=0,
+        le=3600,
+        description="Longest a predict request may take, waiting for a checkpoint's export on "
+        "its first use included (503 beyond it; the export goes on for the next request).",
     )
-    predict_wait_s: float = Field(
-        30.0, ge=0, le=600, description="How long a request waits for the predict slot (429)."
+    predict_max_queue: int = Field(
+        16,
+        ge=1,
+        le=1024,
+        description="Predict requests in the predictor at once (queued or running); one more "
+        "is refused at once (429 with Retry-After).",
+    )
+    predict_max_batch: int = Field(
+        32,
+        ge=1,
+        le=1024,
+        description="Most images in one batch: requests for the same model that arrive "
+        "together are run together, up to this many images.",
+    )
+    predict_batch_wait_ms: float = Field(
+        2.0,
+        ge=0,
+        le=1000,
+        description="How long a batch's first request waits for requests on their way (their "
+        "images being decoded) to join it (ms); a request alone never waits.",
+    )
+    predict_max_models: int = Field(
+        4,
+        ge=1,
+        le=64,
+        description="Models the predictor keeps loaded (one per run and checkpoint file); the "
+        "least recently used is dropped first.",
+    )
+    predict_idle_s: float = Field(
+        600.0,
+        ge=1,
+        le=86400,
+        description="A loaded model unused this long is freed.",
     )
 
     def worker_env(self) -> dict[str, str]:

@@ -17,6 +17,10 @@ trainer's API and TensorBoard read it, and people open it::
     model.keras                    the final model (uint8 images in, logits out)
     savedmodel/                    the same as a TF SavedModel (signature ``serve``)
     model.onnx                     the same as an ONNX model
+    serving/best.onnx              what the predictor serves for checkpoints/best.keras (one per
+                                   checkpoint it served, made on first use and tagged with the
+                                   file, size and mtime it was made from; epoch ones pruned with
+                                   their checkpoint; its own exports clean its temporary files)
     model_card.json, MODEL.md      what the model is, what it was trained on, how well it did
     predictions.txt                test predictions, "test_<i>.JPEG <wnid>" per line
     evaluation.json                val loss/top-1/top-5 of the checkpoint the predictions used,
@@ -102,6 +106,15 @@ class RunFolder:
     @property
     def onnx(self) -> Path:
         return self.root / "model.onnx"
+
+    @property
+    def serving(self) -> Path:
+        """The predictor's ONNX exports, one per checkpoint file it served."""
+        return self.root / "serving"
+
+    def serving_export(self, model: Path) -> Path:
+        """The ONNX export the predictor serves for ``model`` (a checkpoint or model.keras)."""
+        return self.serving / f"{Path(model).stem}.onnx"
 
     @property
     def budget(self) -> Path:

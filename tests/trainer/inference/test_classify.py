@@ -1,6 +1,8 @@
-"""Classifying image files with a run's checkpoint: the answer the run itself would give (its
-moving-average weights and flip-averaged logits), the classes named from the run's dataset, a
-file that is not an image answered with its reason while the others are classified."""
+"""Classifying image files with a run's checkpoint, by the code the service's predictor runs
+(ONNX Runtime on the checkpoint's export, made on first use): the answer the run itself would give
+(its moving-average weights and flip-averaged logits), the classes named from the run's dataset,
+a file that is not an image answered with its reason while the others are classified, a run
+folder alone enough, its export made once."""
 
 from __future__ import annotations
 
@@ -20,7 +22,8 @@ from tests.trainer.support import TOY, tiny_config
 from trainer_service.engine import train as engine
 from trainer_service.engine.data import test_images as read_test_images
 from trainer_service.engine.data import val_pipeline
-from trainer_service.inference.classify import main, top_classes
+from trainer_service.inference.classify import main
+from trainer_service.inference.predictor import top_classes
 from trainer_service.model.saved import load_for_inference
 
 CLASSES = [{"index": i, "wnid": f"n{i:08d}", "words": f"class {i}"} for i in range(4)]
@@ -154,3 +157,16 @@ def test_a_usage_error_exits_2_with_its_reason(capsys, toy_root, run, args, mess
     with pytest.raises(SystemExit) as exit:
         main(["--data-root", str(toy_root), *args, str(tmp_path / "x.png")])
     assert exit.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_run_folder_alone_answers_from_the_export_made_once(capsys, toy_root, run, test_split):
+    paths, predicted = test_split
+    classify(capsys, toy_root, paths[0])  # exports best.keras if no test did yet
+    export = run.serving_export(run.best)
+    made = export.stat().st_mtime_ns
+    code = main(["--run-dir", str(run.root), "--json", str(paths[0])])
+    answer = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 0 and answer["run"] == "classify"
+    assert answer["epoch"] == json.loads(run.best_json.read_text())["epoch"]
+    assert answer["items"][0]["top"][0]["wnid"] == predicted[0]
+    assert export.stat().st_mtime_ns == made  # loaded, not exported again

@@ -42,6 +42,12 @@ model = load_for_inference(sys.argv[1], use_ema=True, tta_flip=True)
 np.save(sys.argv[3], np.asarray(model.predict(images, verbose=0)))
 """
 
+EXPORT_SERVING = """
+import sys
+from trainer_service.inference.export import main
+sys.exit(main(["--run-dir", sys.argv[1], "--checkpoint", "best", "--serving", "--json"]))
+"""
+
 SAVEDMODEL_LOGITS = """
 import sys
 import numpy as np, tensorflow as tf
@@ -60,8 +66,9 @@ np.save(sys.argv[3], session.run(None, {inputs.name: np.load(sys.argv[2])})[0])
 
 def python(code: str, *args, backend: str = "tensorflow") -> str:
     """Run ``code`` in a fresh interpreter (repo root on the path) and return its last line."""
+    path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2",
-           "PYTHONPATH": str(REPO_ROOT)}  # fmt: skip
+           "PYTHONPATH": path}  # fmt: skip
     done = subprocess.run(
         [sys.executable, "-c", code, *map(str, args)],
         env=env, capture_output=True, text=True, timeout=600, cwd=REPO_ROOT,
@@ -129,3 +136,24 @@ def test_the_model_card_describes_the_run(trained):
     assert f"{card['results']['final']['val_accuracy']:.2%}" in markdown
     for c in card["dataset"]["classes"]:
         assert f"| {c['index']} | {c['wnid']} |" in markdown
+
+
+def test_the_predictors_export_of_a_checkpoint_gives_its_keras_logits(trained, images, tmp_path):
+    # A checkpoint (optimizer state and moving averages inside), exported for the predictor, as
+    # on a predict request's first use of it; on JAX only: the TensorFlow-trained run's is
+    # tests/trainer/inference/test_classify.py's.
+    backend, run, _ = trained
+    if backend != "jax":
+        pytest.skip("covered by test_classify on the TensorFlow backend")
+    from trainer_service.inference.models import RuntimeOptions, open_session, tagged_version
+    from trainer_service.runs.checkpoints import ModelFile
+
+    answer = json.loads(python(EXPORT_SERVING, run.root))
+    assert answer == {"checkpoint": "best.keras", "serving": "serving/best.onnx"}
+    session = open_session(run.serving_export(run.best), RuntimeOptions(threads=1))
+    tags = session.get_modelmeta().custom_metadata_map
+    assert tagged_version(tags) == ModelFile.of(run.best)
+    assert (tags["epoch"], tags["use_ema"], tags["tta_flip"]) == ("1", "true", "true")
+    keras_logits = logits(KERAS_LOGITS, run.best, images, tmp_path / "k.npy", backend)
+    served = session.run(None, {"images": np.load(images)})[0]
+    np.testing.assert_allclose(served, keras_logits, atol=TOLERANCE, rtol=0)

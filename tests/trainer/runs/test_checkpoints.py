@@ -1,5 +1,7 @@
 """Checkpoints: saved each epoch, the last N kept plus the best, latest.json, partial."""
 
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -82,3 +84,47 @@ def test_list_and_resolve(tmp_path, model):
     for bad in ("7", "../x.keras", "config.json"):
         with pytest.raises(FileNotFoundError):
             checkpoints.resolve(paths, bad)
+
+
+def test_pruning_an_epoch_checkpoint_removes_the_predictors_export_of_it(tmp_path, model):
+    paths = RunFolder(tmp_path)
+    run(paths, model, [0.5], keep=2)
+    export = paths.serving_export(paths.epoch_checkpoint(1))
+    export.parent.mkdir()
+    export.write_bytes(b"onnx")
+    paths.serving_export(paths.best).write_bytes(b"onnx")
+    run(paths, model, [0.5, 0.6, 0.7], keep=2)
+    assert list(checkpoints.epoch_files(paths)) == [2, 3]
+    assert sorted(p.name for p in paths.serving.iterdir()) == ["best.onnx"]
+
+
+def test_a_model_file_version_changes_with_each_replacement(tmp_path, model):
+    paths = RunFolder(tmp_path)
+    run(paths, model, [0.5], keep=2)
+    first = checkpoints.ModelFile.of(paths.best)
+    assert first == checkpoints.ModelFile.of(paths.best)
+    assert (first.name, first.size) == ("best.keras", paths.best.stat().st_size)
+    run(paths, model, [0.5, 0.9], keep=2)  # epoch 2 is the new best: best.keras replaced
+    assert checkpoints.ModelFile.of(paths.best) != first
+    with pytest.raises(FileNotFoundError):
+        checkpoints.ModelFile.of(paths.partial)
+
+
+def test_the_epoch_of_each_kind_of_model_file(tmp_path, model):
+    paths = RunFolder(tmp_path)
+    run(paths, model, [0.5, 0.9, 0.7], keep=5)
+    epoch = checkpoints.checkpoint_epoch
+    version = checkpoints.ModelFile.of
+    assert epoch(paths, paths.epoch_checkpoint(3), version(paths.epoch_checkpoint(3))) == 3
+    assert epoch(paths, paths.best, version(paths.best)) == 2
+    # best.keras replaced, best.json not yet rewritten: the index cannot say
+    best = version(paths.best)
+    older = best.mtime_ns - 10**9
+    os.utime(paths.best_json, ns=(older, older))
+    assert epoch(paths, paths.best, best) is None
+    # a version that is no longer the file's: neither
+    assert epoch(paths, paths.best, checkpoints.ModelFile("best.keras", 1, 1)) is None
+    checkpoints.save_partial(model, paths, 3, 35)
+    assert epoch(paths, paths.partial, version(paths.partial)) == 3
+    model.save(paths.model)
+    assert epoch(paths, paths.model, version(paths.model)) is None

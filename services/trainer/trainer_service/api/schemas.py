@@ -126,5 +126,10 @@ class ImagePrediction(BaseModel):
 class Prediction(BaseModel):
     run: str
     checkpoint: str = Field(..., description="The file that classified the images.")
+    epoch: int | None = Field(
+        None,
+        description="Completed epochs in that file, as the run's checkpoint index says "
+        "(null for the final model, or while best.json is being rewritten).",
+    )
     tta_flip: bool = Field(..., description="Logits averaged with the mirror image's.")
     items: list[ImagePrediction] = Field(..., description="One per file, in the order sent.")

@@ -1,17 +1,21 @@
-"""``python -m trainer_service.inference.classify``: the top classes of images, from a run.
+"""``python -m trainer_service.inference.classify``: the top classes of images, from a run, in
+this process, without the service (``tin predict --local`` runs it).
 
-    python -m trainer_service.inference.classify --data-root /data --run <id> cat.jpg dog.png
+    python -m trainer_service.inference.classify --run-dir /data/runs/<id> cat.jpg dog.png
     python -m trainer_service.inference.classify --data-root /data --run <id> --json photos/*
 
-Each image is read by :mod:`.images` (any format and size Pillow reads), classified by the run's
-``best`` checkpoint (or ``--checkpoint``: latest, final, N, epoch-000N.keras) the way the run
-scored its val images (its moving-average weights with ``use_ema``, flip-averaged logits with
-``tta_flip``), and answered with its top classes: index, wnid, the words of ``words.txt`` and the
-softmax probability. A file that is not an image gets an error naming it; the others are still
-classified. The classes are the run's own (``dataset.json``: the version it trained on).
+The same code as ``POST /v1/runs/{id}/predict`` (:class:`~.predictor.Predictor`: ONNX Runtime on
+the checkpoint's export, no Keras in this process), called here directly: each image is read by
+:mod:`.images` (any format and size Pillow reads), classified by the run's ``best`` checkpoint
+(or ``--checkpoint``: latest, final, N, epoch-000N.keras) the way the run scored its val images
+(its moving-average weights with ``use_ema``, flip-averaged logits with ``tta_flip``), and
+answered with its top classes: index, wnid, the words of ``words.txt`` and the softmax
+probability. A file that is not an image gets an error naming it; the others are still
+classified. The classes are the run's own (``dataset.json``: the version it trained on). The
+first use of a checkpoint exports it (``serving/`` in the run folder: Keras on TensorFlow in a
+process of its own, some seconds); later uses, here or by the service, load that export.
 
-Exit status: 0 when every image was classified, 1 when some were not, 2 for a usage error. The
-``POST /v1/runs/{id}/predict`` endpoint runs this module (``--json``) in a process of its own.
+Exit status: 0 when every image was classified, 1 when some were not, 2 for a usage error.
 """
 
 from __future__ import annotations
@@ -21,71 +25,30 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
-
-import numpy as np
 
 from datavolume.datasets import DatasetUnavailable
 from datavolume.files import read_json
 from datavolume.layout import DataRoot
-from trainer_service import TENSORFLOW_ENV
-from trainer_service.inference.images import ImageError, load_image
-from trainer_service.runs.checkpoints import resolve_model
-from trainer_service.runs.dataset import read_dataset_record
-
-DEFAULT_TOP = 5
-BATCH = 64
+from datavolume.runs import RunFolder
+from trainer_service.inference.models import EXPORT_TIMEOUT_S, ModelUnavailable
+from trainer_service.inference.predictor import DEFAULT_TOP, Predictor, PredictorOptions
+from trainer_service.runs.checkpoints import NoSuchCheckpoint
 
 
-def top_classes(logits: np.ndarray, classes: list[dict[str, Any]], k: int) -> list[list[dict]]:
-    """For each row of ``logits``: the ``k`` most probable classes, most probable first."""
-    logits = np.asarray(logits, dtype=np.float64)
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    probabilities = np.exp(shifted) / np.exp(shifted).sum(axis=-1, keepdims=True)
-    k = min(k, logits.shape[-1])
-    answers = []
-    for row in probabilities:
-        order = np.argsort(-row, kind="stable")[:k]
-        answers.append(
-            [
-                {
-                    "index": int(i),
-                    "wnid": classes[i]["wnid"],
-                    "words": classes[i]["words"],
-                    "probability": round(float(row[i]), 6),
-                }
-                for i in order
-            ]
-        )
-    return answers
-
-
-def classify_files(
-    model, paths: list[Path], classes: list[dict[str, Any]], k: int = DEFAULT_TOP
-) -> list[dict[str, Any]]:
-    """One answer per path, in order: ``{"image", "top": [...]}`` or ``{"image", "error"}``."""
-    answers: list[dict[str, Any]] = [{"image": path.name} for path in paths]
-    arrays, placed = [], []
+def read_files(paths: list[Path]) -> tuple[list[tuple[str, bytes]], dict[int, str]]:
+    """(name, bytes) per path ("-" is standard input, named "stdin"), and the errors of those
+    that could not be read (by position; their bytes are empty)."""
+    uploads, errors = [], {}
     for i, path in enumerate(paths):
+        if str(path) == "-":
+            uploads.append(("stdin", sys.stdin.buffer.read()))
+            continue
         try:
-            arrays.append(load_image(path.read_bytes()))
-            placed.append(i)
-        except (ImageError, OSError) as exc:
-            answers[i]["error"] = str(exc) if isinstance(exc, ImageError) else exc.strerror
-    if arrays:
-        logits = model.predict(np.stack(arrays), batch_size=BATCH, verbose=0)
-        for i, top in zip(placed, top_classes(logits, classes, k), strict=True):
-            answers[i]["top"] = top
-    return answers
-
-
-def limit_threads(threads: int) -> None:
-    """Before Keras is imported: run TensorFlow's and XLA's CPU work on ``threads`` threads."""
-    os.environ["TF_NUM_INTRAOP_THREADS"] = str(threads)
-    os.environ["TF_NUM_INTEROP_THREADS"] = "1"
-    eigen = "true" if threads > 1 else "false"
-    flags = f"--xla_cpu_multi_thread_eigen={eigen} intra_op_parallelism_threads={threads}"
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flags}".strip()
+            uploads.append((path.name, path.read_bytes()))
+        except OSError as exc:
+            uploads.append((path.name, b""))
+            errors[i] = exc.strerror or str(exc)
+    return uploads, errors
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,9 +57,10 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("images", nargs="+", type=Path, help="image files")
-    parser.add_argument("--data-root", type=Path, required=True)
-    parser.add_argument("--run", required=True, help="run id")
+    parser.add_argument("images", nargs="+", type=Path, help="image files (- for stdin)")
+    parser.add_argument("--run-dir", type=Path, help="the run folder (<data root>/runs/<id>)")
+    parser.add_argument("--data-root", type=Path, help="with --run: the data root")
+    parser.add_argument("--run", help="with --data-root: the run id")
     parser.add_argument(
         "--checkpoint", default="best", help="best (default), latest, final, N or epoch-000N.keras"
     )
@@ -107,37 +71,35 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.top < 1:
         parser.error("--top must be at least 1")
-
-    root = DataRoot(args.data_root)
-    run = root.run(args.run)
-    config = read_json(run.config, tolerate_corrupt=True)
-    if config is None:
-        parser.error(f"no run {args.run!r} under {args.data_root}")
-    try:
-        path = resolve_model(run, args.checkpoint)
-        classes = read_dataset_record(run, root)["classes"]
-    except FileNotFoundError as exc:
-        parser.error(str(exc))
-    except DatasetUnavailable as exc:
-        parser.error(exc.message)
+    if args.run_dir is not None:
+        run = RunFolder(args.run_dir.resolve())
+        root = DataRoot(run.root.parent.parent)  # a run folder is <data root>/runs/<id>
+    elif args.data_root is not None and args.run:
+        root = DataRoot(args.data_root)
+        run = root.run(args.run)
+    else:
+        parser.error("give --run-dir, or --data-root and --run")
+    if read_json(run.config, tolerate_corrupt=True) is None:
+        where = args.run_dir or f"{args.run!r} under {args.data_root}"
+        parser.error(f"no run {where}" if args.run_dir is None else f"{where} is not a run folder")
 
     if args.nice > 0:
         os.nice(args.nice)
-    if args.threads:
-        limit_threads(args.threads)
-    for name, value in TENSORFLOW_ENV.items():  # before TensorFlow is first imported
-        os.environ.setdefault(name, value)
-    from trainer_service.model.saved import load_for_inference  # Keras
-
-    tta_flip = bool(config.get("tta_flip"))
-    model = load_for_inference(path, use_ema=bool(config.get("use_ema")), tta_flip=tta_flip)
-    answers = classify_files(model, args.images, classes, args.top)
-    result = {
-        "run": args.run,
-        "checkpoint": path.name,
-        "tta_flip": tta_flip,
-        "items": answers,
-    }
+    threads = args.threads or len(os.sched_getaffinity(0))
+    predictor = Predictor(root, PredictorOptions(threads=threads, timeout_s=EXPORT_TIMEOUT_S))
+    uploads, unreadable = read_files(args.images)
+    try:
+        result = predictor.classify(run, args.checkpoint, uploads, args.top)
+    except NoSuchCheckpoint as exc:
+        parser.error(str(exc))
+    except DatasetUnavailable as exc:
+        parser.error(exc.message)
+    except ModelUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    answers = result["items"]
+    for i, reason in unreadable.items():
+        answers[i] = {"image": answers[i]["image"], "error": reason}
     if args.json:
         print(json.dumps(result))
     else:

@@ -15,34 +15,40 @@ to ONNX (Keras's own ``export(format=...)`` in both cases). Exporting from JAX i
 the computation as an ``XlaCallModule`` op, which neither TF Serving without XLA nor tf2onnx runs.
 A run exports in such a process at its end (:func:`export_in_subprocess`); this command exports
 any run or checkpoint again.
+
+``--serving`` makes the export the predictor serves a checkpoint from instead
+(``serving/<checkpoint>.onnx``, the same ONNX model with what it was made from in its metadata:
+:mod:`.models`); the predictor runs it on a checkpoint's first use.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
-from datavolume.files import read_json, replacing
+from datavolume.files import TEMP_NAME, read_json, replacing
 from datavolume.runs import RunFolder
 from jobkit.errors import summary_line
-from trainer_service import TENSORFLOW_ENV
-from trainer_service.inference.process import ProcessFailed, run_json_process
-from trainer_service.runs.checkpoints import FINAL, resolve_model
+from trainer_service.inference.models import serving_tags
+from trainer_service.inference.process import (
+    EXPORT_ENV,
+    EXPORT_MODULE,
+    ProcessFailed,
+    run_json_process,
+)
+from trainer_service.runs.checkpoints import FINAL, ModelFile, checkpoint_epoch, resolve_model
 
 FORMATS = ("savedmodel", "onnx")
-#: The export process's environment: Keras on TensorFlow, on the CPU.
-EXPORT_ENV = {
-    **TENSORFLOW_ENV,
-    "KERAS_BACKEND": "tensorflow",
-    "CUDA_VISIBLE_DEVICES": "",
-    "TF_CPP_MIN_LOG_LEVEL": "2",
-}
 EXPORT_TIMEOUT_S = 1800
+#: Older than any export may run: a temporary file this old was left by a killed export.
+STALE_TEMPORARY_S = 2 * 3600
 
 
 def export_model(model, run: RunFolder, formats: tuple[str, ...] = FORMATS) -> dict[str, Any]:
@@ -75,13 +81,53 @@ def export_model(model, run: RunFolder, formats: tuple[str, ...] = FORMATS) -> d
     return out
 
 
+def export_serving(
+    model, run: RunFolder, path: Path, version: ModelFile, *, use_ema: bool, tta_flip: bool
+) -> Path:
+    """The predictor's export of ``version`` of the model file ``path`` (``model`` loaded from
+    it, Keras on TensorFlow): ``serving/<stem>.onnx``, its metadata naming what it was made from
+    (:func:`~.models.serving_tags`). Written under a temporary name, then renamed."""
+    import onnx  # tf2onnx's own dependency
+
+    target = run.serving_export(path)
+    remove_stale_temporaries(target.parent)
+    tags = serving_tags(version, checkpoint_epoch(run, path, version), use_ema=use_ema,
+                        tta_flip=tta_flip)  # fmt: skip
+    with replacing(target, target.suffix) as temp:
+        model.export(str(temp), format="onnx", verbose=False)
+        proto = onnx.load(str(temp))
+        onnx.helper.set_model_props(proto, tags)
+        onnx.save(proto, str(temp))
+    return target
+
+
+def remove_stale_temporaries(folder: Path, age_s: float = STALE_TEMPORARY_S) -> None:
+    """Delete the temporary files an export killed mid-write left in ``folder`` (those older
+    than ``age_s``: a younger one may be another export's, still being written). The worker's
+    ``RunFolder.remove_temporaries`` leaves this folder alone for that reason."""
+    now = time.time()
+    for path in folder.glob(".*.tmp*"):
+        with contextlib.suppress(OSError):
+            if TEMP_NAME.match(path.name) and now - path.stat().st_mtime > age_s:
+                path.unlink()
+
+
+def called(model):
+    """``model`` after one call on a blank image: Keras's ONNX export refuses a model that was
+    never called, which a model loaded from a file is not."""
+    import numpy as np
+
+    model(np.zeros((1, *model.input.shape[1:]), dtype=model.input.dtype))
+    return model
+
+
 def export_in_subprocess(
     run: RunFolder, formats: tuple[str, ...], checkpoint: str = FINAL, timeout_s=EXPORT_TIMEOUT_S
 ) -> dict[str, Any]:
     """Run this module on ``run`` in a process of its own (Keras on TensorFlow, CPU) and return
     its answer; a process that fails or times out is reported under ``errors`` too."""
     command = [
-        sys.executable, "-m", "trainer_service.inference.export", "--run-dir", str(run.root),
+        sys.executable, "-m", EXPORT_MODULE, "--run-dir", str(run.root),
         "--checkpoint", checkpoint, "--formats", ",".join(formats), "--json",
     ]  # fmt: skip
     try:
@@ -105,6 +151,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--formats", default=",".join(FORMATS), help="comma separated: savedmodel,onnx"
     )
+    parser.add_argument(
+        "--serving",
+        action="store_true",
+        help="make the predictor's export of the checkpoint (serving/<checkpoint>.onnx) instead",
+    )
     parser.add_argument("--json", action="store_true", help="print the answer as one JSON line")
     args = parser.parse_args(argv)
     formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
@@ -122,9 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.update(EXPORT_ENV)  # before Keras and TensorFlow are imported
     from trainer_service.model.saved import load_for_inference
 
-    model = load_for_inference(
-        path, use_ema=bool(config.get("use_ema")), tta_flip=bool(config.get("tta_flip"))
-    )
+    use_ema, tta_flip = bool(config.get("use_ema")), bool(config.get("tta_flip"))
+    if args.serving:
+        return serve_export(run, path, use_ema, tta_flip)
+    model = called(load_for_inference(path, use_ema=use_ema, tta_flip=tta_flip))
     result = {"checkpoint": path.name, **export_model(model, run, formats)}
     if args.json:
         print(json.dumps(result))
@@ -132,6 +184,24 @@ def main(argv: list[str] | None = None) -> int:
         for name in formats:
             print(f"{name}: {result[name] or 'FAILED: ' + result['errors'][name]}")
     return 1 if "errors" in result else 0
+
+
+def serve_export(run: RunFolder, path: Path, use_ema: bool, tta_flip: bool) -> int:
+    """``--serving``: export the version of ``path`` that was loaded (a checkpoint replaced
+    while it loads is loaded again); print the answer as one JSON line."""
+    from trainer_service.model.saved import load_for_inference
+
+    for _ in range(3):
+        version = ModelFile.of(path)
+        model = load_for_inference(path, use_ema=use_ema, tta_flip=tta_flip)
+        if ModelFile.of(path) == version:
+            break
+    else:
+        print(f"{path.name} changed while it was loaded, three times", file=sys.stderr)
+        return 1
+    target = export_serving(called(model), run, path, version, use_ema=use_ema, tta_flip=tta_flip)
+    print(json.dumps({"checkpoint": path.name, "serving": str(target.relative_to(run.root))}))
+    return 0
 
 
 if __name__ == "__main__":

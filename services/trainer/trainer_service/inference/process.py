@@ -1,5 +1,6 @@
 """Run one of this package's commands in a process of its own and read its JSON answer (no
-Keras here: the callers keep Keras, TensorFlow and JAX out of their own process)."""
+Keras here: the callers keep Keras, TensorFlow and JAX out of their own process); the export
+command's name and environment, for the callers that start it."""
 
 from __future__ import annotations
 
@@ -9,6 +10,17 @@ from collections.abc import Mapping
 from typing import Any
 
 from jobkit.errors import summary_line
+from trainer_service import TENSORFLOW_ENV
+
+#: The export command (``python -m``; Keras on TensorFlow: :mod:`.export`).
+EXPORT_MODULE = "trainer_service.inference.export"
+#: The export process's environment: Keras on TensorFlow, on the CPU.
+EXPORT_ENV = {
+    **TENSORFLOW_ENV,
+    "KERAS_BACKEND": "tensorflow",
+    "CUDA_VISIBLE_DEVICES": "",
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+}
 
 
 class ProcessFailed(Exception):

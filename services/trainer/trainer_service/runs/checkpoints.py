@@ -86,11 +86,13 @@ def epoch_files(run: RunFolder) -> dict[int, Path]:
 
 
 def prune(run: RunFolder, keep: int) -> list[Path]:
-    """Delete all epoch checkpoints but the newest ``keep``; returns the deleted files."""
+    """Delete all epoch checkpoints but the newest ``keep`` (and the predictor's exports of
+    them); returns the deleted checkpoints."""
     files = list(epoch_files(run).values())
     doomed = files[:-keep] if keep > 0 else files
     for path in doomed:
         path.unlink(missing_ok=True)
+        run.serving_export(path).unlink(missing_ok=True)
     return doomed
 
 
@@ -221,3 +223,42 @@ def resolve(run: RunFolder, name: str) -> Path:
     if not path.is_file():
         raise NoSuchCheckpoint(f"run {run.root.name} has no checkpoint {path.name}")
     return path
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """A model file as it is now: what a copy made from it (the predictor's export) is keyed
+    by. Every checkpoint is written under a temporary name and renamed, so a new version always
+    has a new modification time (nanoseconds) and the same name never hides a stale copy."""
+
+    name: str
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, path: Path) -> ModelFile:
+        """``path``'s identity now (``FileNotFoundError`` once it is gone)."""
+        stat = Path(path).stat()
+        return cls(Path(path).name, stat.st_size, stat.st_mtime_ns)
+
+
+def checkpoint_epoch(run: RunFolder, path: Path, version: ModelFile) -> int | None:
+    """Completed epochs in ``version`` of the model file ``path``: an epoch checkpoint's from
+    its name, ``best.keras``'s from ``best.json`` (written just after it: read only when it is
+    not older than that version and ``best.keras`` did not change meanwhile), ``partial.keras``'s
+    from ``latest.json``; None for the final model or when the index cannot say."""
+    if match := _EPOCH_FILE.match(path.name):
+        return int(match[1])
+    if path == run.best:
+        try:
+            written = run.best_json.stat().st_mtime_ns
+            best = read_best(run)
+            if written < version.mtime_ns or ModelFile.of(path) != version:
+                return None
+        except (OSError, ValueError):
+            return None
+        return best.get("epoch") if isinstance(best, dict) else None
+    if path == run.partial:
+        latest = read_latest(run)
+        return latest.epoch if latest is not None and latest.partial else None
+    return None
