@@ -14,9 +14,15 @@ writes ``raw/`` and ``datasets/``; the trainer reads ``datasets/`` and writes ``
       datasets/.versions/<name>@<time>/ complete versions: the current one and the one before it
       datasets/.staging/<name>/         the version a prepare is writing (see datavolume.datasets)
       runs/<run_id>/                    one training run (see datavolume.runs.RunFolder)
-      sweeps/<name>/                    one sweep: its request, its Optuna study, its plot
-                                        (see datavolume.sweeps.SweepFolder)
-      sweeps/.hosts/<instance>          a trainer service's lease (alive while it renews it)
+      sweeps/<name>/                    one sweep (see SweepFolder below):
+        sweep.json                      the sweep as it was asked (the body of POST /v1/sweeps)
+        study.journal                   the Optuna study (journal storage; with a database URL
+                                        in the trainer's settings the study lives there)
+        study.journal.lock, ask.lock    Optuna's file locks: the journal's, and the one held
+                                        while a service asks for a trial
+        plot.png                        the best value over the trials, which fields mattered
+      sweeps/.hosts/<instance>          a trainer service's lease: its modification time is
+                                        when it last said it was alive
       state/<service>-jobs.db           a service's job database (SQLite)
       state/<service>-logs/<job>.log    one log per job (a service may keep these two in a
                                         state folder of its own: two trainer services
@@ -37,7 +43,6 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from datavolume.runs import RunFolder
-from datavolume.sweeps import SweepFolder
 
 RAW_DIR = "raw"
 DOWNLOADS_DIR = "downloads"
@@ -141,7 +146,7 @@ class DataRoot:
 
     @property
     def sweep_hosts(self) -> Path:
-        """The trainer services' leases (``datavolume.sweeps``)."""
+        """The trainer services' leases (the layout above)."""
         return self.sweeps / HOSTS_DIR
 
     # -- each service's job records ---------------------------------------------------------
@@ -225,3 +230,28 @@ class DataRoot:
             if Path(path).is_relative_to(root):
                 return str(Path(path).relative_to(root))
         return str(path)
+
+
+@dataclass(frozen=True)
+class SweepFolder:
+    """The files of one sweep folder (see the module docstring); ``DataRoot.sweep(name)``. Its
+    trials are ordinary runs (``runs/<id>/``), linked to it by their ``trial.json``."""
+
+    root: Path
+
+    @property
+    def spec(self) -> Path:
+        return self.root / "sweep.json"
+
+    @property
+    def journal(self) -> Path:
+        return self.root / "study.journal"
+
+    @property
+    def ask_lock(self) -> Path:
+        """The ask lock's name: Optuna's lock makes ``ask.lock`` beside it while held."""
+        return self.root / "ask"
+
+    @property
+    def plot(self) -> Path:
+        return self.root / "plot.png"

@@ -138,13 +138,12 @@ def test_the_model_card_describes_the_run(trained):
         assert f"| {c['index']} | {c['wnid']} |" in markdown
 
 
+@pytest.mark.parametrize("trained", ["jax"], indirect=True)
 def test_the_predictors_export_of_a_checkpoint_gives_its_keras_logits(trained, images, tmp_path):
     # A checkpoint (optimizer state and moving averages inside), exported for the predictor, as
-    # on a predict request's first use of it; on JAX only: the TensorFlow-trained run's is
+    # on a predict request's first use of it; on JAX here: the TensorFlow-trained run's is
     # tests/trainer/inference/test_classify.py's.
     backend, run, _ = trained
-    if backend != "jax":
-        pytest.skip("covered by test_classify on the TensorFlow backend")
     from trainer_service.inference.models import RuntimeOptions, open_session, tagged_version
     from trainer_service.runs.checkpoints import ModelFile
 

@@ -78,3 +78,26 @@ def test_a_new_run_reads_the_current_version(tmp_path):
     result = engine.train(tiny_config(dataset=NAME, epochs=1), run.root, root.path, LocalContext())
     assert result.steps_per_epoch == 8
     assert json.loads(run.dataset_record.read_text())["version"] == current.name
+
+
+def test_a_run_whose_end_is_not_recorded_yet_is_not_resumed(tmp_path):
+    from datetime import UTC, datetime
+
+    from jobkit.errors import JobStateConflict
+    from jobkit.models import JobError, UnrecordedEnd
+
+    store = JobStore(tmp_path / "jobs.db")
+    job = store.create("train", tiny_config().model_dump(mode="json"))
+    store.mark_running(job.id, 1)
+
+    class Runner:  # what the runner knows and the full store cannot record yet
+        def present(self, shown):
+            end = UnrecordedEnd(worker="worker exited with code 4", reason="database or disk is "
+                                "full", since=datetime.now(UTC))  # fmt: skip
+            error = JobError(type="out_of_space", message="the volume is full")
+            return shown.model_copy(update={"state": JobState.FAILED, "error": error,
+                                            "unrecorded_end": end})  # fmt: skip
+
+    with pytest.raises(JobStateConflict, match=r"not recorded yet \(database or disk is full"):
+        operations.resume_run(store, Runner(), DataRoot(tmp_path), job.id)
+    assert store.get(job.id).state == JobState.RUNNING  # nothing queued

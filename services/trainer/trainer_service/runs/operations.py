@@ -110,9 +110,20 @@ def resume_run(
     """Queue an interrupted, cancelled or failed run again (same id, same config).
 
     Its worker continues from the latest checkpoint, or from ``checkpoint`` if given. Raises
-    ``JobNotFound``, ``JobStateConflict`` (409) or :class:`InvalidRunRequest`.
+    ``JobNotFound``, ``JobStateConflict`` (409) or :class:`InvalidRunRequest`. A run whose
+    worker has ended but whose end the store could not record yet (a full volume) is a 409 that
+    says so.
     """
     job = store.require(run_id)
+    if runner is not None:
+        job = runner.present(job)
+    if job.unrecorded_end is not None:
+        raise JobStateConflict(
+            run_id,
+            job.state,
+            f"run {run_id} has ended ({job.state}) but its end is not recorded yet "
+            f"({job.unrecorded_end.reason}); free space on the volume, then resume it",
+        )
     if job.state not in RESUMABLE:
         raise JobStateConflict(
             run_id,

@@ -42,7 +42,7 @@ from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, Jou
 from optuna.trial import TrialState
 
 from datavolume.files import atomic_write_text
-from datavolume.sweeps import SweepFolder
+from datavolume.layout import SweepFolder
 from trainer_service.runs.config import TrainConfig
 from trainer_service.sweeps.spec import SweepRequest
 
